@@ -1,0 +1,47 @@
+"""The exceptions acceleron raises. Every message says what to do next."""
+
+from __future__ import annotations
+
+
+class AcceleronError(Exception):
+    """Base class of every error raised by acceleron."""
+
+
+class UnknownBackendError(AcceleronError, ValueError):
+    """The accelerator name matches no known or installed backend."""
+
+
+class BackendNotInstalledError(AcceleronError, ImportError):
+    """No usable backend is installed, or the one asked for is missing."""
+
+
+class BackendUnavailableError(AcceleronError, ImportError):
+    """The backend is installed but cannot run here (a missing runtime, an unsupported platform)."""
+
+
+class PluginLoadError(AcceleronError, ImportError):
+    """A plugin failed to import or registered something invalid (raised in strict mode)."""
+
+
+class TaskNotSupportedError(AcceleronError, ValueError):
+    """The task is unknown, or no backend asked for supports it."""
+
+
+class InvalidOptionError(AcceleronError, ValueError):
+    """A backend option is unknown or has a bad value."""
+
+
+class ArtifactNotFoundError(AcceleronError, FileNotFoundError):
+    """``export=False`` was given but the source holds no artifact this backend can load."""
+
+
+class ExportError(AcceleronError, RuntimeError):
+    """Converting the PyTorch model to the backend's format failed."""
+
+
+class ValidationError(AcceleronError):
+    """An exported model's outputs differ from PyTorch's beyond the tolerance (``strict=True``)."""
+
+
+class CacheError(AcceleronError, OSError):
+    """The export cache could not be read or written."""

@@ -1,0 +1,512 @@
+"""Plugin discovery and loading.
+
+Backends are found through entry points in the group ``acceleron.backends``. Discovery reads
+names from package metadata only; a plugin module is imported the first time its backend is
+needed, and a plugin that fails to import is recorded as ``load-failed`` and skipped, so one
+broken plugin never breaks the others (or ``acceleron --help``).
+
+Environment switches (read when the manager is created; :func:`reset_plugin_manager` re-reads):
+
+``ACCELERON_DISABLE_PLUGIN_AUTOLOAD=1``  load no entry-point plugins (built-ins stay)
+``ACCELERON_PLUGINS=ort,ov``              allow-list of entry-point plugins
+``ACCELERON_DISABLE_PLUGINS=ipex``        block-list (built-ins can be blocked too)
+``ACCELERON_PRIORITY=ort,ov``             these backends first, in this order, for ``accelerator=None``
+``ACCELERON_STRICT_PLUGINS=1``            re-raise plugin load errors instead of skipping the plugin
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pluggy
+
+from acceleron import hookspecs
+from acceleron.backend import Backend
+from acceleron.errors import (
+    BackendNotInstalledError,
+    BackendUnavailableError,
+    PluginLoadError,
+    TaskNotSupportedError,
+    UnknownBackendError,
+)
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "acceleron.backends"
+ENV_DISABLE_AUTOLOAD = "ACCELERON_DISABLE_PLUGIN_AUTOLOAD"
+ENV_ALLOW = "ACCELERON_PLUGINS"
+ENV_BLOCK = "ACCELERON_DISABLE_PLUGINS"
+ENV_PRIORITY = "ACCELERON_PRIORITY"
+ENV_STRICT = "ACCELERON_STRICT_PLUGINS"
+
+Status = Literal["ok", "unavailable", "load-failed", "disabled", "not-installed"]
+
+
+@dataclass(frozen=True)
+class KnownBackend:
+    """A first-party backend: listed in errors and hints even when it is not installed."""
+
+    name: str
+    aliases: tuple[str, ...]
+    distribution: str
+    install_hint: str
+
+
+KNOWN_BACKENDS: dict[str, KnownBackend] = {
+    known.name: known
+    for known in (
+        KnownBackend("ov", ("openvino",), "acceleron-openvino", "pip install 'acceleron[openvino]'"),
+        KnownBackend("ort", ("onnxruntime",), "acceleron-ort", "pip install 'acceleron[ort]'"),
+        KnownBackend("ipex", ("intel-extension-for-pytorch",), "acceleron-ipex", "pip install 'acceleron[ipex]'"),
+    )
+}
+
+# Built-in plugins: registered like third-party ones, through the same hook.
+BUILTIN_PLUGINS: dict[str, str] = {"torch": "acceleron.reference"}
+
+
+@dataclass
+class PluginRecord:
+    """One plugin as discovered from metadata, and what happened when it was loaded."""
+
+    name: str
+    target: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+    entry_point: importlib.metadata.EntryPoint | None = None
+    disabled_reason: str = ""
+    backend: Backend | None = None
+    error: str = ""
+    loaded: bool = False
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What ``acceleron backends`` reports for one backend."""
+
+    name: str
+    status: Status
+    reason: str = ""
+    priority: int | None = None
+    distribution: str | None = None
+    version: str | None = None
+    aliases: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    auto_select: bool = True
+    builtin: bool = False
+    install_hint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "reason": self.reason,
+            "priority": self.priority,
+            "distribution": self.distribution,
+            "version": self.version,
+            "aliases": list(self.aliases),
+            "tasks": list(self.tasks),
+            "auto_select": self.auto_select,
+            "builtin": self.builtin,
+            "install_hint": self.install_hint,
+        }
+
+
+class _DefaultPolicy:
+    """The core's own selection policy, registered ``trylast`` so any plugin can override it."""
+
+    @hookspecs.hookimpl(trylast=True)
+    def acceleron_select_backend(self, candidates: Sequence[Backend]) -> Backend | None:
+        return candidates[0] if candidates else None
+
+
+class _PluggyManager(pluggy.PluginManager):
+    """Treats every ``acceleron_*`` attribute of a plugin as a hook implementation.
+
+    pluggy alone would silently ignore an unmarked, misspelt ``acceleron_backend``;
+    with this, ``check_pending()`` reports it.
+    """
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("acceleron_") and callable(getattr(plugin, name, None)):
+            return {}
+        return opts
+
+
+def _env_list(value: str | None) -> list[str]:
+    return [item.strip().lower() for item in (value or "").split(",") if item.strip()]
+
+
+def _env_flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class PluginManager:
+    """Discovers, loads and selects backends. Use :func:`get_plugin_manager` for the shared one."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.autoload = not _env_flag(env.get(ENV_DISABLE_AUTOLOAD))
+        self.allow = set(_env_list(env.get(ENV_ALLOW)))
+        self.block = set(_env_list(env.get(ENV_BLOCK)))
+        self.strict = _env_flag(env.get(ENV_STRICT))
+        self.user_priority = _env_list(env.get(ENV_PRIORITY))
+        self._entry_points = entry_points
+        self._records: dict[str, PluginRecord] | None = None
+        self._lock = threading.RLock()
+        self._pm = _PluggyManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._pm.register(_DefaultPolicy(), name="acceleron-default-policy")
+
+    # ---- discovery (metadata only) -------------------------------------------------------
+
+    def records(self) -> dict[str, PluginRecord]:
+        """Every plugin known from metadata, by entry point name. Imports nothing."""
+        with self._lock:
+            if self._records is None:
+                self._records = self._discover()
+            return self._records
+
+    def _discover(self) -> dict[str, PluginRecord]:
+        import acceleron
+
+        records: dict[str, PluginRecord] = {}
+        for name, target in BUILTIN_PLUGINS.items():
+            records[name] = PluginRecord(
+                name=name,
+                target=target,
+                distribution="acceleron",
+                version=acceleron.__version__,
+                builtin=True,
+            )
+        if self._entry_points is None:
+            found: Iterable[importlib.metadata.EntryPoint] = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        else:
+            found = self._entry_points
+        for entry_point in found:
+            name = entry_point.name.strip().lower()
+            dist = entry_point.dist
+            record = PluginRecord(
+                name=name,
+                target=entry_point.value,
+                distribution=dist.name if dist is not None else None,
+                version=dist.version if dist is not None else None,
+                entry_point=entry_point,
+            )
+            if name in records:
+                # Two distributions claim one name: keep the first, report the second.
+                first = records[name]
+                logger.warning(
+                    "acceleron plugin %r from %s conflicts with the one from %s; ignoring the former",
+                    name,
+                    record.distribution,
+                    first.distribution,
+                )
+                continue
+            records[name] = record
+        for record in records.values():
+            record.disabled_reason = self._disabled_reason(record)
+        return records
+
+    def _disabled_reason(self, record: PluginRecord) -> str:
+        if record.name in self.block:
+            return f"disabled by {ENV_BLOCK}"
+        if record.builtin:
+            return ""
+        if not self.autoload:
+            return f"plugin autoloading is off ({ENV_DISABLE_AUTOLOAD})"
+        if self.allow and record.name not in self.allow:
+            return f"not in the allow-list {ENV_ALLOW}={','.join(sorted(self.allow))}"
+        return ""
+
+    # ---- loading ---------------------------------------------------------------------------
+
+    def load(self, name: str) -> Backend | None:
+        """Import plugin ``name`` (once) and return its backend; None if disabled or broken."""
+        record = self.records().get(name)
+        if record is None or record.disabled_reason:
+            return None
+        with self._lock:
+            if not record.loaded:
+                record.loaded = True
+                try:
+                    record.backend = self._import_backend(record)
+                except Exception as error:
+                    record.error = _describe_error(error)
+                    logger.warning(
+                        "acceleron plugin %r (%s %s) failed to load and is skipped: %s",
+                        record.name,
+                        record.distribution,
+                        record.version,
+                        record.error,
+                    )
+                    if self.strict:
+                        raise PluginLoadError(
+                            f"plugin {record.name!r} ({record.distribution} {record.version}) failed to load: "
+                            f"{record.error}"
+                        ) from error
+            return record.backend
+
+    def _import_backend(self, record: PluginRecord) -> Backend:
+        entry_point = record.entry_point
+        plugin = entry_point.load() if entry_point is not None else importlib.import_module(record.target)
+        if self._pm.is_registered(plugin):
+            raise PluginLoadError(f"entry point {record.name!r} points at an already registered plugin")
+        self._pm.register(plugin, name=f"acceleron-plugin-{record.name}")
+        try:
+            self._pm.check_pending()
+            others = [p for p in self._pm.get_plugins() if p is not plugin]
+            results = self._pm.subset_hook_caller("acceleron_backends", remove_plugins=others)()
+            backends: list[Any] = []
+            for result in results:
+                backends.extend([result] if isinstance(result, Backend) else list(result or ()))
+            if len(backends) != 1 or not isinstance(backends[0], Backend):
+                raise PluginLoadError(
+                    f"acceleron_backends() must return exactly one Backend instance, got {backends!r}"
+                )
+            backend = backends[0]
+            if backend.name != record.name:
+                raise PluginLoadError(
+                    f"the backend is named {backend.name!r} but its entry point is {record.name!r}; "
+                    "the entry point name must be the backend's canonical name"
+                )
+        except Exception:
+            self._pm.unregister(plugin)
+            raise
+        return backend
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register an extra plugin object in-process (a selection policy, say)."""
+        with self._lock:
+            self._pm.register(plugin, name=name)
+            self._pm.check_pending()
+
+    def unregister(self, plugin: object) -> None:
+        with self._lock:
+            self._pm.unregister(plugin)
+
+    # ---- names -----------------------------------------------------------------------------
+
+    def known_names(self) -> list[str]:
+        """Every backend name acceleron knows: first-party ones and installed plugins."""
+        return sorted(set(KNOWN_BACKENDS) | set(self.records()))
+
+    def installed_names(self) -> list[str]:
+        return sorted(name for name, record in self.records().items() if not record.disabled_reason)
+
+    def resolve_name(self, accelerator: str) -> str:
+        """The canonical name for ``accelerator`` (aliases and case folded), or UnknownBackendError."""
+        if not isinstance(accelerator, str):
+            raise TypeError(f"accelerator must be a string such as 'ort' or None, got {type(accelerator).__name__}")
+        key = accelerator.strip().lower()
+        records = self.records()
+        if key in records or key in KNOWN_BACKENDS:
+            return key
+        for known in KNOWN_BACKENDS.values():
+            if key in known.aliases:
+                return known.name
+        for name in list(records):
+            backend = self.load(name)
+            if backend is not None and key in (alias.lower() for alias in backend.aliases):
+                return backend.name
+        installed = ", ".join(self.installed_names()) or "none"
+        raise UnknownBackendError(
+            f"unknown accelerator {accelerator!r}; known: {', '.join(self.known_names())} "
+            f"(installed: {installed}). Install one with: {KNOWN_BACKENDS['ort'].install_hint}"
+        )
+
+    def install_hint(self, name: str) -> str:
+        known = KNOWN_BACKENDS.get(name)
+        if known is not None:
+            return known.install_hint
+        backend = self.load(name)
+        return backend.install_hint if backend is not None else ""
+
+    # ---- lookup ------------------------------------------------------------------------------
+
+    def get(self, accelerator: str) -> Backend:
+        """The backend for a name or alias, loaded and checked to be available here."""
+        name = self.resolve_name(accelerator)
+        record = self.records().get(name)
+        if record is None:
+            raise BackendNotInstalledError(
+                f"accelerator {name!r} is not installed. Install it with: {self.install_hint(name)}"
+            )
+        if record.disabled_reason:
+            raise BackendUnavailableError(f"accelerator {name!r} is installed but {record.disabled_reason}.")
+        backend = self.load(name)
+        if backend is None:
+            raise PluginLoadError(
+                f"accelerator {name!r} ({record.distribution} {record.version}) failed to load: {record.error}. "
+                f"Reinstall it: {self.install_hint(name) or f'pip install --force-reinstall {record.distribution}'}"
+            )
+        availability = backend.availability()
+        if not availability:
+            raise BackendUnavailableError(
+                f"accelerator {name!r} cannot run here: {availability.reason} "
+                f"Install what it needs with: {backend.install_hint or self.install_hint(name)}"
+            )
+        return backend
+
+    def backends(self) -> list[Backend]:
+        """Every installed, enabled backend that loads, in selection order."""
+        loaded = [self.load(name) for name in self.records()]
+        return self._ordered([backend for backend in loaded if backend is not None])
+
+    def _ordered(self, backends: list[Backend]) -> list[Backend]:
+        rank = {name: index for index, name in enumerate(self._user_priority())}
+        return sorted(backends, key=lambda b: (rank.get(b.name, len(rank)), -b.priority, b.name))
+
+    def _user_priority(self) -> list[str]:
+        names = []
+        for item in self.user_priority:
+            try:
+                names.append(self.resolve_name(item))
+            except UnknownBackendError:
+                logger.warning("%s names unknown backend %r; ignored", ENV_PRIORITY, item)
+        return names
+
+    def select(self, task: str, model: object = None) -> Backend:
+        """The backend for ``task`` when the user gave no accelerator (see the selection hook)."""
+        candidates: list[Backend] = []
+        passed_over: dict[str, str] = {}
+        for backend in self.backends():
+            reason = ""
+            if not backend.auto_select:
+                reason = "used only when asked for by name"
+            elif not (availability := backend.availability()):
+                reason = f"unavailable: {availability.reason}"
+            elif task not in backend.supported_tasks():
+                reason = f"does not support {task}"
+            if reason:
+                passed_over[backend.name] = reason
+                logger.debug("accelerator %r passed over for %s: %s", backend.name, task, reason)
+            else:
+                candidates.append(backend)
+        if not candidates:
+            raise self._no_candidate_error(task, passed_over)
+        chosen = self._pm.hook.acceleron_select_backend(task=task, candidates=list(candidates), model=model)
+        if chosen not in candidates:
+            raise PluginLoadError(
+                f"a selection plugin returned {chosen!r}, which is not one of the candidates "
+                f"{[c.name for c in candidates]}"
+            )
+        logger.info(
+            "acceleron: running %s on accelerator %r (candidates: %s)",
+            task,
+            chosen.name,
+            ", ".join(c.name for c in candidates),
+        )
+        return chosen
+
+    def _no_candidate_error(self, task: str, passed_over: dict[str, str]) -> Exception:
+        selectable = {name: reason for name, reason in passed_over.items() if "by name" not in reason}
+        if not selectable:
+            failed = [f"{r.name} ({r.distribution} {r.version}): {r.error}" for r in self.records().values() if r.error]
+            lines = [f"  {known.install_hint:<40} # {known.name}" for known in KNOWN_BACKENDS.values()]
+            message = "no acceleron backend is installed. Install one of:\n" + "\n".join(lines)
+            if failed:
+                message += "\nThese plugins are installed but failed to load:\n  " + "\n  ".join(failed)
+            return BackendNotInstalledError(message)
+        details = "; ".join(f"{name} {reason}" for name, reason in selectable.items())
+        if all(reason.startswith("unavailable") for reason in selectable.values()):
+            return BackendUnavailableError(f"no installed accelerator can run here: {details}.")
+        return TaskNotSupportedError(f"no installed accelerator supports {task}: {details}.")
+
+    # ---- reporting -----------------------------------------------------------------------------
+
+    def statuses(self) -> list[BackendStatus]:
+        """One status per known or installed backend, for ``acceleron backends``."""
+        statuses: list[BackendStatus] = []
+        records = self.records()
+        for record in records.values():
+            statuses.append(self._status(record))
+        for name, known in KNOWN_BACKENDS.items():
+            if name not in records:
+                statuses.append(
+                    BackendStatus(
+                        name=name,
+                        status="not-installed",
+                        reason=f"install with: {known.install_hint}",
+                        distribution=known.distribution,
+                        aliases=known.aliases,
+                        install_hint=known.install_hint,
+                    )
+                )
+        rank = {b.name: i for i, b in enumerate(self.backends())}
+        return sorted(statuses, key=lambda s: (rank.get(s.name, len(rank)), s.name))
+
+    def _status(self, record: PluginRecord) -> BackendStatus:
+        common: dict[str, Any] = {
+            "name": record.name,
+            "distribution": record.distribution,
+            "version": record.version,
+            "builtin": record.builtin,
+        }
+        if record.disabled_reason:
+            return BackendStatus(status="disabled", reason=record.disabled_reason, **common)
+        backend = self.load(record.name)
+        if backend is None:
+            return BackendStatus(status="load-failed", reason=record.error, **common)
+        try:
+            availability = backend.availability()
+            tasks = tuple(sorted(backend.supported_tasks()))
+        except Exception as error:  # a plugin bug must not break the listing
+            return BackendStatus(status="load-failed", reason=_describe_error(error), **common)
+        return BackendStatus(
+            status="ok" if availability else "unavailable",
+            reason=availability.reason,
+            priority=backend.priority,
+            aliases=tuple(backend.aliases),
+            tasks=tasks,
+            auto_select=backend.auto_select,
+            install_hint=backend.install_hint,
+            **common,
+        )
+
+
+_manager: PluginManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, created on first use."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = PluginManager()
+        return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget loaded plugins and re-read the environment switches on next use."""
+    global _manager
+    with _manager_lock:
+        _manager = None
+
+
+def get_backend(accelerator: str) -> Backend:
+    """The installed, available backend for a name or alias."""
+    return get_plugin_manager().get(accelerator)
+
+
+def list_backends() -> list[BackendStatus]:
+    """Status of every known or installed backend, best first."""
+    return get_plugin_manager().statuses()

@@ -1,0 +1,238 @@
+"""``acceleron.pipeline()``: pick the backend, load the model on it, hand over to transformers.
+
+The router never patches transformers: it loads an :class:`~acceleron.OptimizedModel` through the
+chosen backend and passes that instance to the stock ``transformers.pipeline(...)``, which does
+the pre- and post-processing exactly as it does for PyTorch models.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from acceleron.errors import AcceleronError, TaskNotSupportedError
+from acceleron.modeling import OptimizedModel
+from acceleron.plugins import get_plugin_manager
+from acceleron.tasks import infer_task, normalize_task
+
+if TYPE_CHECKING:
+    from transformers import Pipeline
+
+    from acceleron.backend import Backend
+
+logger = logging.getLogger(__name__)
+
+#: ``from_pretrained`` arguments a user may pass through ``model_kwargs``.
+_LOAD_KWARGS = frozenset(
+    {
+        "cache_dir",
+        "local_files_only",
+        "subfolder",
+        "file_name",
+        "export_cache",
+        "validate",
+        "strict",
+    }
+)
+
+
+def _normalize_device(device: Any) -> str | None:
+    if device is None:
+        return None
+    if isinstance(device, bool):
+        raise TypeError(f"device must be an int, a string or a torch.device, got {device!r}")
+    if isinstance(device, int):
+        return "cpu" if device < 0 else f"cuda:{device}"
+    return str(device)
+
+
+def _normalize_dtype(dtype: Any) -> str | None:
+    if dtype is None or dtype == "auto":
+        return None
+    name = str(dtype).replace("torch.", "")
+    return {
+        "fp32": "float32",
+        "bf16": "bfloat16",
+        "fp16": "float16",
+        "half": "float16",
+        "float": "float32",
+    }.get(name, name)
+
+
+def _task_for(task: str | None, model: Any) -> str:
+    if task is not None:
+        return normalize_task(task)
+    if isinstance(model, OptimizedModel):
+        return model.task.name
+    if isinstance(model, (str, os.PathLike)) and Path(model).expanduser().is_dir():
+        from acceleron.cache import read_manifest
+
+        manifest = read_manifest(Path(model).expanduser())
+        if manifest and manifest.get("task"):
+            return normalize_task(str(manifest["task"]))
+        return infer_task(Path(model).expanduser())
+    raise TaskNotSupportedError(
+        "task is required unless model is a local folder (its config.json names the architecture) "
+        "or an acceleron model instance; pass task='text-classification' or similar."
+    )
+
+
+def _choose_backend(accelerator: str | None, task: str, model: Any) -> Backend:
+    manager = get_plugin_manager()
+    if accelerator is not None:
+        backend = manager.get(accelerator)
+        if isinstance(model, OptimizedModel) and not backend.owns(model):
+            raise AcceleronError(
+                f"the model passed runs on {model.backend.name!r} but accelerator={accelerator!r} was asked for; "
+                "pass accelerator=None, or load the model with the other backend."
+            )
+    elif isinstance(model, OptimizedModel):
+        owners = [b for b in manager.backends() if b.owns(model)]
+        if not owners:
+            raise AcceleronError(f"no installed backend owns the model {model!r}")
+        backend = owners[0]
+        logger.info("acceleron: running %s on accelerator %r (it owns the model passed)", task, backend.name)
+    else:
+        backend = manager.select(task, model)
+    if task not in backend.supported_tasks():
+        raise TaskNotSupportedError(
+            f"accelerator {backend.name!r} does not support {task}; it supports: "
+            f"{', '.join(sorted(backend.supported_tasks()))}."
+        )
+    return backend
+
+
+def pipeline(
+    task: str | None = None,
+    model: str | os.PathLike[str] | OptimizedModel | None = None,
+    config: Any = None,
+    tokenizer: Any = None,
+    feature_extractor: Any = None,
+    image_processor: Any = None,
+    video_processor: Any = None,
+    processor: Any = None,
+    revision: str | None = None,
+    use_fast: bool = True,
+    token: str | bool | None = None,
+    device: Any = None,
+    device_map: Any = None,
+    dtype: Any = "auto",
+    trust_remote_code: bool | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    pipeline_class: Any = None,
+    *,
+    accelerator: str | None = None,
+    export: bool | None = None,
+    accelerator_options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> Pipeline:
+    """Build the task's ``transformers.Pipeline`` with the model's forward on an accelerated backend.
+
+    Takes every argument of ``transformers.pipeline()`` plus:
+
+    :param accelerator: ``"ov"``/``"openvino"``, ``"ort"``/``"onnxruntime"``, ``"ipex"``, ``"torch"``,
+        a third-party backend's name, or None for the best installed backend that supports the task.
+    :param export: see :meth:`OptimizedModel.from_pretrained`.
+    :param accelerator_options: backend options (``num_threads`` and backend-specific ones).
+
+    ``device`` and ``dtype`` map to the backend's own options; ``model_kwargs`` may carry
+    ``from_pretrained`` arguments such as ``cache_dir``, ``local_files_only``, ``file_name``, ``strict``.
+    """
+    if model is None:
+        raise ValueError(
+            "acceleron.pipeline() needs a model (an id, a folder, or an acceleron model): "
+            "it does not pick default models."
+        )
+    if isinstance(model, Path):
+        model = str(model)
+    if not isinstance(model, (str, os.PathLike, OptimizedModel)):
+        raise TypeError(
+            f"model must be a model id, a folder path or an acceleron OptimizedModel, got {type(model).__name__}; "
+            "to run a PyTorch model instance, use transformers.pipeline() or save it and pass its folder."
+        )
+    if "torch_dtype" in kwargs:
+        torch_dtype = kwargs.pop("torch_dtype")
+        dtype = torch_dtype if dtype == "auto" else dtype
+    canonical_task = _task_for(task, model)
+    backend = _choose_backend(accelerator, canonical_task, model)
+    if device_map is not None:
+        logger.warning("acceleron: device_map is not supported by accelerated backends and is ignored; use device=")
+
+    load_kwargs = dict(model_kwargs or {})
+    unknown = sorted(set(load_kwargs) - _LOAD_KWARGS - {"dtype", "torch_dtype"})
+    if unknown:
+        raise TypeError(
+            f"model_kwargs {unknown} are not understood by acceleron; allowed: {', '.join(sorted(_LOAD_KWARGS))}. "
+            "Put backend options in accelerator_options."
+        )
+    options: dict[str, Any] = dict(accelerator_options or {})
+    model_dtype = load_kwargs.pop("dtype", None) or load_kwargs.pop("torch_dtype", None)
+    if model_dtype is not None and dtype == "auto":
+        dtype = model_dtype
+    if (name := _normalize_dtype(dtype)) is not None:
+        options["dtype"] = name
+    if (device_name := _normalize_device(device)) is not None:
+        options["device"] = device_name
+
+    if isinstance(model, OptimizedModel):
+        if options or export is not None or load_kwargs:
+            logger.warning("acceleron: a loaded model was passed; device, dtype, export and load options are ignored")
+        optimized = model
+    else:
+        optimized = backend.model_class().from_pretrained(
+            model,
+            export=export,
+            task=canonical_task,
+            revision=revision,
+            token=token,
+            trust_remote_code=bool(trust_remote_code),
+            **load_kwargs,
+            **options,
+        )
+    return _build_pipeline(
+        canonical_task,
+        optimized,
+        config=config,
+        tokenizer=tokenizer,
+        feature_extractor=feature_extractor,
+        image_processor=image_processor,
+        video_processor=video_processor,
+        processor=processor,
+        use_fast=use_fast,
+        token=token,
+        trust_remote_code=trust_remote_code,
+        pipeline_class=pipeline_class,
+        **kwargs,
+    )
+
+
+class _DropModelTypeComplaint(logging.Filter):
+    """transformers logs an error when the model's class is not one of its own; ours is on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is not supported for" not in record.getMessage()
+
+
+def _build_pipeline(task: str, model: OptimizedModel, **kwargs: Any) -> Pipeline:
+    import transformers
+    from transformers.pipelines import base as pipeline_base
+    from transformers.pipelines import check_task
+
+    # transformers infers preprocessors only from a model *id*; with a model instance we name the
+    # folder that holds them (the source folder, or the cache entry they were copied into) for
+    # every component the pipeline class loads.
+    pipeline_class = kwargs.get("pipeline_class") or check_task(task)[1]["impl"]
+    for component in ("tokenizer", "feature_extractor", "image_processor", "processor"):
+        if kwargs.get(component) is None and getattr(pipeline_class, f"_load_{component}", None) is not False:
+            kwargs[component] = model.name_or_path
+    quiet = _DropModelTypeComplaint()
+    base_logger = pipeline_base.logger.logger if hasattr(pipeline_base.logger, "logger") else pipeline_base.logger
+    base_logger.addFilter(quiet)
+    try:
+        build: Any = transformers.pipeline  # its overloads want a PreTrainedModel; ours quacks like one
+        return build(task=task, model=model, device=model.device, **kwargs)
+    finally:
+        base_logger.removeFilter(quiet)

@@ -234,7 +234,13 @@ def export_to_cache(
 
     def build(folder: Path) -> dict[str, Any]:
         with progress.stage(f"loading the PyTorch model {source}"):
-            torch_model = task.load_torch_model(source.path, trust_remote_code=trust_remote_code)
+            try:
+                torch_model = task.load_torch_model(source.path, trust_remote_code=trust_remote_code)
+            except (OSError, ValueError, KeyError) as error:
+                raise ExportError(
+                    f"cannot load the PyTorch model to export from {source.path}: {error}. "
+                    f"Exporting needs transformers weights for {task.name} ({task.auto_class})."
+                ) from error
         example = task.example_inputs(torch_model)
         with progress.stage(f"exporting {source} ({task.name}) to {backend.name}"):
             try:

@@ -393,8 +393,8 @@ class PluginManager:
                 reason = "used only when asked for by name"
             elif not (availability := backend.availability()):
                 reason = f"unavailable: {availability.reason}"
-            elif task not in backend.supported_tasks():
-                reason = f"does not support {task}"
+            elif task not in (tasks := backend.supported_tasks()):
+                reason = f"does not support {task} (it supports: {', '.join(sorted(tasks))})"
             if reason:
                 passed_over[backend.name] = reason
                 logger.debug("accelerator %r passed over for %s: %s", backend.name, task, reason)
@@ -450,8 +450,19 @@ class PluginManager:
                         install_hint=known.install_hint,
                     )
                 )
+        # Loaded backends in selection order, then broken or disabled ones, then first-party ones to install.
         rank = {b.name: i for i, b in enumerate(self.backends())}
-        return sorted(statuses, key=lambda s: (rank.get(s.name, len(rank)), s.name))
+        first_party = list(KNOWN_BACKENDS)
+        return sorted(
+            statuses,
+            key=lambda s: (
+                (0, rank[s.name], "")
+                if s.name in rank
+                else (2, first_party.index(s.name), "")
+                if s.status == "not-installed"
+                else (1, 0, s.name)
+            ),
+        )
 
     def _status(self, record: PluginRecord) -> BackendStatus:
         common: dict[str, Any] = {

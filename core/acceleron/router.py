@@ -62,7 +62,8 @@ def _normalize_dtype(dtype: Any) -> str | None:
     }.get(name, name)
 
 
-def _task_for(task: str | None, model: Any) -> str:
+def resolve_task(task: str | None, model: Any) -> str:
+    """The canonical task: the one given, or the one a local folder or model instance implies."""
     if task is not None:
         return normalize_task(task)
     if isinstance(model, OptimizedModel):
@@ -156,7 +157,7 @@ def pipeline(
     if "torch_dtype" in kwargs:
         torch_dtype = kwargs.pop("torch_dtype")
         dtype = torch_dtype if dtype == "auto" else dtype
-    canonical_task = _task_for(task, model)
+    canonical_task = resolve_task(task, model)
     backend = _choose_backend(accelerator, canonical_task, model)
     if device_map is not None:
         logger.warning("acceleron: device_map is not supported by accelerated backends and is ignored; use device=")

@@ -1,0 +1,302 @@
+"""The ``acceleron`` command: list backends, export, run, manage the cache, report versions.
+
+Parsing the command line loads no plugin, so ``acceleron --help`` works whatever is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from acceleron import __version__
+from acceleron.errors import AcceleronError
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
+    try:
+        parsed: Any = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acceleron",
+        description="Run Hugging Face transformers pipelines on accelerated backends.",
+    )
+    parser.add_argument("--version", action="version", version=f"acceleron {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details (backend selection)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    backends = commands.add_parser("backends", help="list known and installed backends with their status")
+    backends.add_argument("--json", action="store_true", help="print JSON")
+
+    export = commands.add_parser("export", help="export a model for a backend into a folder")
+    export.add_argument("model", help="model id or local folder")
+    export.add_argument("-o", "--output", required=True, type=Path, help="folder to write the exported model into")
+    export.add_argument("--task", help="task (inferred from the folder when omitted)")
+    export.add_argument("--accelerator", "-a", help="backend name (default: the best installed one)")
+    export.add_argument("--dtype", help="float32, bfloat16, int8 or auto (backend-dependent)")
+    export.add_argument(
+        "--option", dest="options", action="append", type=_parse_option, default=[], metavar="KEY=VALUE"
+    )
+    export.add_argument("--strict", action="store_true", help="fail when the export does not match PyTorch")
+    export.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
+    export.add_argument("--force", action="store_true", help="write into a non-empty output folder")
+
+    run = commands.add_parser("run", help="run a pipeline on inputs and print the results as JSON")
+    run.add_argument("--task", required=True)
+    run.add_argument("--model", required=True)
+    run.add_argument("--accelerator", "-a")
+    run.add_argument("--dtype")
+    run.add_argument("--option", dest="options", action="append", type=_parse_option, default=[], metavar="KEY=VALUE")
+    run.add_argument("--batch-size", type=int, default=None)
+    run.add_argument("--input-file", type=Path, help="one input per line ('-' for stdin)")
+    run.add_argument(
+        "--arg",
+        dest="call_args",
+        action="append",
+        type=_parse_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help='pipeline call argument, e.g. candidate_labels=\'["a","b"]\'',
+    )
+    run.add_argument("inputs", nargs="*", help="inputs (texts); JSON objects are passed as dicts")
+
+    cache = commands.add_parser("cache", help="list or clear the export cache")
+    cache.add_argument("--dir", type=Path, help="cache folder (default: $ACCELERON_CACHE_DIR or ~/.cache)")
+    cache_commands = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    cache_list = cache_commands.add_parser("list", help="list cached exports")
+    cache_list.add_argument("--json", action="store_true")
+    cache_clear = cache_commands.add_parser("clear", help="remove cached exports")
+    cache_clear.add_argument("--backend", help="only this backend's exports")
+    cache_clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    cache_commands.add_parser("dir", help="print the cache folder")
+
+    env = commands.add_parser("env", help="print versions for bug reports")
+    env.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if args.verbose:
+        logging.getLogger("acceleron").setLevel(logging.DEBUG)
+    logging.getLogger("acceleron.progress").setLevel(logging.INFO)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handlers = {"backends": _backends, "export": _export, "run": _run, "cache": _cache, "env": _env}
+    try:
+        return handlers[args.command](args)
+    except (AcceleronError, FileNotFoundError, ValueError, TypeError, ImportError) as error:
+        print(f"acceleron: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("acceleron: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    from acceleron.plugins import list_backends
+
+    statuses = list_backends()
+    if args.json:
+        print(json.dumps([status.to_dict() for status in statuses], indent=2))
+        return 0
+    rows = [("NAME", "PRIORITY", "STATUS", "DISTRIBUTION", "REASON")]
+    for status in statuses:
+        dist = f"{status.distribution} {status.version}" if status.version else (status.distribution or "")
+        priority = "" if status.priority is None else str(status.priority)
+        if status.status == "ok" and not status.auto_select:
+            priority += " (by name only)"
+        rows.append((status.name, priority, status.status, dist, status.reason))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    return 0
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = dict(args.options)
+    if args.dtype:
+        options["dtype"] = args.dtype
+    return options
+
+
+def _export(args: argparse.Namespace) -> int:
+    from acceleron.plugins import get_plugin_manager
+    from acceleron.router import resolve_task
+
+    output: Path = args.output
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.force:
+        raise AcceleronError(f"{output} exists and is not an empty folder; pass --force to write into it")
+    task = resolve_task(args.task, args.model)
+    manager = get_plugin_manager()
+    backend = manager.get(args.accelerator) if args.accelerator else manager.select(task, args.model)
+    model = backend.model_class().from_pretrained(
+        args.model,
+        task=task,
+        export=True,
+        strict=args.strict,
+        validate=not args.no_validate,
+        **_backend_options(args),
+    )
+    model.save_pretrained(output)
+    report = model.report()
+    print(json.dumps({"output": str(output.resolve()), **report}, indent=2, default=str))
+    return 0
+
+
+def _read_inputs(args: argparse.Namespace) -> list[Any]:
+    texts: list[str] = list(args.inputs)
+    if args.input_file is not None:
+        stream = sys.stdin if str(args.input_file) == "-" else open(args.input_file, encoding="utf-8")  # noqa: SIM115
+        with stream:
+            texts.extend(line.rstrip("\n") for line in stream if line.strip())
+    if not texts:
+        raise ValueError("no inputs: give them as arguments or with --input-file")
+    inputs: list[Any] = []
+    for text in texts:
+        if text.lstrip().startswith("{"):
+            try:
+                inputs.append(json.loads(text))
+                continue
+            except ValueError:
+                pass
+        inputs.append(text)
+    return inputs
+
+
+def _run(args: argparse.Namespace) -> int:
+    from acceleron.router import pipeline
+
+    inputs = _read_inputs(args)
+    pipe = pipeline(
+        args.task,
+        model=args.model,
+        accelerator=args.accelerator,
+        dtype=args.dtype or "auto",
+        accelerator_options=dict(args.options),
+    )
+    call_args = dict(args.call_args)
+    if args.batch_size:
+        call_args["batch_size"] = args.batch_size
+    results = pipe(inputs, **call_args)
+    print(json.dumps(_jsonable(results), indent=2))
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from acceleron.cache import ExportCache
+
+    cache = ExportCache(args.dir)
+    if args.cache_command == "dir":
+        print(cache.root)
+        return 0
+    if args.cache_command == "list":
+        entries = list(cache.entries())
+        if args.json:
+            print(json.dumps([_entry_dict(entry) for entry in entries], indent=2, default=str))
+            return 0
+        if not entries:
+            print(f"the export cache at {cache.root} is empty")
+            return 0
+        for entry in entries:
+            info = _entry_dict(entry)
+            print(
+                f"{info['key']}  {info['backend']:<6} {info['task']:<26} {info['size_mb']:>8.1f} MB  "
+                f"{info['validation']:<7} {info['source']}"
+            )
+        return 0
+    backend = args.backend.lower() if args.backend else None
+    selected = [e for e in cache.entries() if backend is None or e.manifest.get("backend") == backend]
+    if not selected:
+        print(f"nothing to remove in {cache.root}")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise AcceleronError("refusing to clear the cache without confirmation; pass --yes")
+        answer = input(f"remove {len(selected)} cached exports from {cache.root}? [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("nothing removed")
+            return 1
+    removed = cache.clear(None if backend is None else (lambda entry: entry.manifest.get("backend") == backend))
+    print(f"removed {removed} cached exports from {cache.root}")
+    return 0
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    validation = entry.manifest.get("validation")
+    verdict = "skipped" if not validation else ("passed" if validation.get("passed") else "FAILED")
+    source = entry.manifest.get("source") or {}
+    return {
+        "key": entry.key,
+        "path": str(entry.path),
+        "backend": entry.manifest.get("backend", "?"),
+        "task": entry.manifest.get("task", "?"),
+        "source": source.get("id", "?"),
+        "options": entry.manifest.get("options", {}),
+        "created": entry.manifest.get("created"),
+        "size_mb": entry.size / 1e6,
+        "validation": verdict,
+    }
+
+
+def _env(args: argparse.Namespace) -> int:
+    from acceleron.backend import distribution_version
+    from acceleron.cache import default_cache_dir
+    from acceleron.plugins import list_backends
+
+    packages = ["torch", "transformers", "tokenizers", "huggingface-hub", "pluggy", "numpy"]
+    packages += ["onnx", "onnxruntime", "onnxscript", "openvino", "nncf", "intel-extension-for-pytorch"]
+    info: dict[str, Any] = {
+        "acceleron": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": {name: distribution_version(name) for name in packages},
+        "cache_dir": str(default_cache_dir()),
+        "backends": {s.name: {"status": s.status, "version": s.version, "reason": s.reason} for s in list_backends()},
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"acceleron {info['acceleron']} on Python {info['python']} ({info['platform']})")
+    for name, version in info["packages"].items():
+        print(f"  {name:<30} {version or '-'}")
+    print(f"  export cache: {info['cache_dir']}")
+    for name, status in info["backends"].items():
+        print(f"  backend {name:<10} {status['status']:<14} {status['version'] or ''} {status['reason']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Every check the project runs, one place: ``./nox`` (or ``nox``) runs the default sessions.
+
+Sessions:
+  tests           core tests, no backend plugin installed (the test plugins under tests/plugins are)
+  plugin-<name>   one backend plugin alone, in its own venv: its own tests
+  all             every plugin together: the core tests again, then every plugin's tests
+  lint, types     ruff and mypy
+  packaging       build every wheel; a fresh venv installs 'acceleron[<extra>]' from them
+  demo, bench     the demo and the benchmark on real models (see README)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+PLUGINS = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/pyproject.toml"))
+TEST_PLUGINS = sorted(str(p.parent) for p in (ROOT / "tests" / "plugins").glob("*/pyproject.toml"))
+EXTRAS = {"ort": "ort", "openvino": "openvino", "ipex": "ipex"}  # plugin folder -> extra name
+ENTRY_POINTS = {"ort": "ort", "openvino": "ov", "ipex": "ipex"}  # plugin folder -> backend name
+TEST_DEPS = ("pytest", "pillow")
+ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+nox.options.sessions = ["lint", "types", "tests", *(f"plugin-{name}" for name in PLUGINS), "all"]
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = True
+
+
+def _install_core(session: nox.Session, *extra: str) -> None:
+    session.install(*CONSTRAINTS, "-e", str(ROOT), *TEST_DEPS, *extra)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Core tests with no backend plugin installed."""
+    _install_core(session, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
+    session.run("pytest", "tests", *session.posargs, env=ENV)
+
+
+@nox.session
+@nox.parametrize("plugin", PLUGINS, ids=PLUGINS)
+def plugin(session: nox.Session, plugin: str) -> None:
+    """One plugin alone: its own tests, including the conformance suite."""
+    _install_core(session, "-e", str(ROOT / "plugins" / plugin))
+    session.run("pytest", str(ROOT / "plugins" / plugin / "tests"), *session.posargs, env=ENV)
+
+
+@nox.session(name="all")
+def all_plugins(session: nox.Session) -> None:
+    """Every plugin together: the core tests again, then each plugin's tests."""
+    plugin_args = [arg for name in PLUGINS for arg in ("-e", str(ROOT / "plugins" / name))]
+    _install_core(session, *plugin_args, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
+    session.run("pytest", "tests", *(str(ROOT / "plugins" / name / "tests") for name in PLUGINS), env=ENV)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install(*CONSTRAINTS, "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    plugin_args = [arg for name in PLUGINS for arg in ("-e", str(ROOT / "plugins" / name))]
+    session.install(*CONSTRAINTS, "mypy", "-e", str(ROOT), *plugin_args)
+    sources = ["core/acceleron", *(f"plugins/{name}/src" for name in PLUGINS)]
+    session.run("mypy", *sources)
+
+
+@nox.session
+def packaging(session: nox.Session) -> None:
+    """Build every wheel, then install 'acceleron[<extra>]' from them and check the plugin is in place."""
+    session.install(*CONSTRAINTS, "build")
+    dist = Path(session.create_tmp()) / "dist"
+    session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT), silent=True)
+    for name in PLUGINS:
+        session.run(
+            "python", "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT / "plugins" / name), silent=True
+        )
+    session.log("built: " + ", ".join(sorted(p.name for p in dist.glob("*.whl"))))
+    venv = Path(session.create_tmp()) / "fresh"
+    session.run("python", "-m", "venv", "--clear", str(venv))
+    python = str(venv / "bin" / "python")
+    pip = (python, "-m", "pip", "install", "-q", *CONSTRAINTS, "--find-links", str(dist))
+    session.run(*pip, "acceleron", external=True)
+    _check_backends(session, python, expect_ok=set())
+    expected: set[str] = set()
+    for name in PLUGINS:
+        session.run(*pip, f"acceleron[{EXTRAS[name]}]", external=True)
+        expected.add(ENTRY_POINTS[name])
+        _check_backends(session, python, expect_ok=expected)
+
+
+def _check_backends(session: nox.Session, python: str, expect_ok: set[str]) -> None:
+    output = session.run(python, "-m", "acceleron", "backends", "--json", external=True, silent=True, env=ENV)
+    statuses = {entry["name"]: entry["status"] for entry in json.loads(str(output))}
+    installed = {name for name, status in statuses.items() if status == "ok"} - {"torch"}
+    if installed != expect_ok:
+        session.error(f"expected backends {sorted(expect_ok)} to be ok, got {statuses}")
+    session.log(f"backends ok: {sorted(installed) or 'none'} (as expected)")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's first command: real models on every backend that exists."""
+    plugin_args = [arg for name in PLUGINS for arg in ("-e", str(ROOT / "plugins" / name))]
+    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args)
+    session.run("python", str(ROOT / "examples" / "demo.py"), *session.posargs, env=ENV)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmark of every installed backend against eager PyTorch."""
+    plugin_args = [arg for name in PLUGINS for arg in ("-e", str(ROOT / "plugins" / name))]
+    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args)
+    env = {**ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    session.run("python", str(ROOT / "benchmarks" / "bench.py"), *session.posargs, env=env)

@@ -1,0 +1,1 @@
+"""Plugin modules the unit tests point fake entry points at."""

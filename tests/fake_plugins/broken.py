@@ -1,0 +1,3 @@
+"""Fails on import."""
+
+raise ImportError("No module named 'imaginary_runtime'")

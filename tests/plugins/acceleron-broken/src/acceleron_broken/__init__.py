@@ -1,0 +1,1 @@
+"""A deliberately broken acceleron plugin, used by acceleron's tests."""

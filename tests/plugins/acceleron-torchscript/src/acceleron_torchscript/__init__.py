@@ -1,0 +1,1 @@
+"""A third-party-style acceleron plugin used by acceleron's own tests (TorchScript traces)."""

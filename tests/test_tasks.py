@@ -1,0 +1,109 @@
+"""The task table: names, aliases, inference from folders, inputs and axes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from acceleron.errors import TaskNotSupportedError
+from acceleron.tasks import TASKS, get_task, infer_task, normalize_task
+from acceleron.testing import build_tiny_model
+
+REQUIRED = {
+    "feature-extraction",
+    "text-classification",
+    "zero-shot-classification",
+    "token-classification",
+    "question-answering",
+    "fill-mask",
+    "image-classification",
+    "audio-classification",
+    "text-generation",
+}
+
+
+def test_the_table_covers_the_required_tasks() -> None:
+    assert set(TASKS) >= REQUIRED
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("sentiment-analysis", "text-classification"),
+        ("ner", "token-classification"),
+        ("Text-Classification", "text-classification"),
+        ("question_answering", "question-answering"),
+        (" fill-mask ", "fill-mask"),
+    ],
+)
+def test_aliases_and_spellings_normalise(given: str, canonical: str) -> None:
+    assert normalize_task(given) == canonical
+
+
+def test_unknown_task_lists_the_supported_ones() -> None:
+    with pytest.raises(TaskNotSupportedError, match="unknown task 'translate-klingon'.*text-classification"):
+        normalize_task("translate-klingon")
+
+
+def test_task_must_be_a_string() -> None:
+    with pytest.raises(TypeError, match="task must be a string"):
+        normalize_task(3)  # type: ignore[arg-type]
+
+
+def _folder_with_architecture(tmp_path: Path, architecture: str) -> Path:
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": [architecture]}))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("architecture", "task"),
+    [
+        ("BertForSequenceClassification", "text-classification"),
+        ("BertModel", "feature-extraction"),
+        ("RobertaForTokenClassification", "token-classification"),
+        ("DistilBertForQuestionAnswering", "question-answering"),
+        ("BertForMaskedLM", "fill-mask"),
+        ("ViTForImageClassification", "image-classification"),
+        ("Wav2Vec2ForSequenceClassification", "audio-classification"),
+        ("LlamaForCausalLM", "text-generation"),
+    ],
+)
+def test_task_is_inferred_from_the_architecture(tmp_path: Path, architecture: str, task: str) -> None:
+    assert infer_task(_folder_with_architecture(tmp_path, architecture)) == task
+
+
+def test_inference_without_config_says_to_pass_the_task(tmp_path: Path) -> None:
+    with pytest.raises(TaskNotSupportedError, match="config.json does not exist. Pass task="):
+        infer_task(tmp_path)
+
+
+def test_inference_of_an_unknown_architecture_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(TaskNotSupportedError, match="FluxCapacitorModel"):
+        infer_task(_folder_with_architecture(tmp_path, "FluxCapacitorModel"))
+
+
+def test_inputs_follow_the_model_signature(tmp_path: Path) -> None:
+    spec = get_task("text-classification")
+    bert = spec.load_torch_model(build_tiny_model("text-classification", tmp_path / "b", "bert"))
+    distil = spec.load_torch_model(build_tiny_model("text-classification", tmp_path / "d", "distilbert"))
+    assert spec.input_names(bert) == ["input_ids", "attention_mask", "token_type_ids"]
+    assert spec.input_names(distil) == ["input_ids", "attention_mask"]
+
+
+def test_example_inputs_pad_the_last_row(tmp_path: Path) -> None:
+    spec = get_task("text-classification")
+    model = spec.load_torch_model(build_tiny_model("text-classification", tmp_path / "b"))
+    inputs = spec.example_inputs(model, batch_size=2, sequence_length=8)
+    assert inputs["attention_mask"][0].tolist() == [1] * 8
+    assert inputs["attention_mask"][1].tolist() == [1] * 4 + [0] * 4
+    assert int(inputs["input_ids"].max()) < model.config.vocab_size
+
+
+def test_dynamic_axes_cover_inputs_and_outputs() -> None:
+    axes = get_task("question-answering").dynamic_axes(["input_ids", "attention_mask"])
+    assert axes["input_ids"] == {0: "batch", 1: "sequence"}
+    assert axes["start_logits"] == {0: "batch", 1: "sequence"}
+    assert get_task("image-classification").dynamic_axes(["pixel_values"])["pixel_values"] == {0: "batch"}
+    assert get_task("text-classification").dynamic_axes(["input_ids"])["logits"] == {0: "batch"}

@@ -1,0 +1,94 @@
+"""Tests for benchmarks.assets.
+
+The slow tests use the real assets (they may download, install and fine-tune on first use) and run
+only with ``ACCELERON_REAL_MODELS=1``::
+
+    HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest benchmarks/test_assets.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from benchmarks import assets
+
+real_models = pytest.mark.skipif(
+    os.environ.get("ACCELERON_REAL_MODELS") != "1", reason="set ACCELERON_REAL_MODELS=1 to use real models"
+)
+
+SAMPLE = (
+    "1\t2.26666666667\tA gorgeous, witty film.\r\n"
+    "2\t0.5\tRated exactly at the positive threshold.\r\n"
+    "3\t0.49\tJust below the positive threshold.\r\n"
+    "4\t-0.49\tJust above the negative threshold.\r\n"
+    "5\t-0.5\tRated exactly at the negative threshold.\r\n"
+    "6\t-3.1\tA tedious mess.\r\n"
+    "7\t1.2\tA gorgeous, witty film.\r\n"
+    "8\t0\tNeutral, with a\ttab in the text.\r\n"
+)
+
+
+def test_parse_and_label_thresholds() -> None:
+    rows = assets.parse_movie_ratings(SAMPLE)
+    assert rows[0] == ("A gorgeous, witty film.", pytest.approx(2.26666666667))
+    assert rows[-1] == ("Neutral, with a\ttab in the text.", 0.0)
+    assert [assets.label_for_rating(rating) for _, rating in rows] == [1, 1, None, None, 0, 0, 1, None]
+    assert assets.labelled_examples(rows) == [
+        ("A gorgeous, witty film.", assets.POSITIVE),
+        ("Rated exactly at the positive threshold.", assets.POSITIVE),
+        ("Rated exactly at the negative threshold.", assets.NEGATIVE),
+        ("A tedious mess.", assets.NEGATIVE),
+    ]
+
+
+def test_parse_rejects_malformed_lines() -> None:
+    with pytest.raises(ValueError, match="line 2"):
+        assets.parse_movie_ratings("1\t1.0\tfine\n2\tnot-a-number\tbroken\n")
+    with pytest.raises(ValueError, match="3 tab-separated fields"):
+        assets.parse_movie_ratings("1\t1.0\n")
+
+
+def test_split_examples_is_deterministic_and_order_independent() -> None:
+    examples = [(f"sentence {i}", i % 2) for i in range(100)]
+    train, heldout = assets.split_examples(examples)
+    assert (len(train), len(heldout)) == (80, 20)
+    assert assets.split_examples(list(reversed(examples))) == (train, heldout)
+    assert sorted(train + heldout) == sorted(examples)
+
+
+def test_cache_root_honours_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> None:
+    monkeypatch.delenv("ACCELERON_ASSETS_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert assets.cache_root() == tmp_path / "acceleron" / "assets"
+    monkeypatch.setenv("ACCELERON_ASSETS_DIR", str(tmp_path / "elsewhere"))
+    assert assets.cache_root() == tmp_path / "elsewhere"
+
+
+@real_models
+@pytest.mark.slow
+def test_minilm_cosine() -> None:
+    assert assets.minilm_check_cosine() == pytest.approx(assets.MINILM_CHECK_COSINE, abs=0.005)
+
+
+@real_models
+@pytest.mark.slow
+def test_labelled_split_is_deterministic_and_disjoint() -> None:
+    train, heldout = assets.labelled_split()
+    assert assets.labelled_split() == (train, heldout)
+    assert len(train) > 7000
+    assert len(heldout) > 1024
+    assert not {s for s, _ in train} & {s for s, _ in heldout}
+    assert assets.heldout_sentences(1024) == heldout[:1024]
+    with pytest.raises(ValueError):
+        assets.heldout_sentences(len(heldout) + 1)
+
+
+@real_models
+@pytest.mark.slow
+def test_sentiment_pipeline_accuracy_and_seed_examples() -> None:
+    classifier = assets.load_sentiment_pipeline()
+    assert assets.pipeline_accuracy(classifier, assets.heldout_sentences(1024)) >= 0.80
+    for sentence, expected in assets.SEED_EXAMPLES:
+        assert classifier(sentence)[0]["label"] == expected

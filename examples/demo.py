@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import assets  # noqa: E402
+from benchmarks import assets
 
 SENTENCE = "This movie was absolutely wonderful!"
 BATCH = ["Great film!", "Terrible movie."]

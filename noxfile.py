@@ -23,7 +23,7 @@ PLUGINS = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/pyproject.tom
 TEST_PLUGINS = sorted(str(p.parent) for p in (ROOT / "tests" / "plugins").glob("*/pyproject.toml"))
 EXTRAS = {"ort": "ort", "openvino": "openvino", "ipex": "ipex"}  # plugin folder -> extra name
 ENTRY_POINTS = {"ort": "ort", "openvino": "ov", "ipex": "ipex"}  # plugin folder -> backend name
-TEST_DEPS = ("pytest", "pillow")
+TEST_DEPS = ("pytest", "pillow", "matplotlib")
 ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 nox.options.sessions = ["lint", "types", "tests", *(f"plugin-{name}" for name in PLUGINS), "all"]
@@ -39,7 +39,7 @@ def _install_core(session: nox.Session, *extra: str) -> None:
 def tests(session: nox.Session) -> None:
     """Core tests with no backend plugin installed."""
     _install_core(session, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
-    session.run("pytest", "tests", *session.posargs, env=ENV)
+    session.run("pytest", "tests", "benchmarks", *session.posargs, env=ENV)
 
 
 @nox.session
@@ -55,7 +55,8 @@ def all_plugins(session: nox.Session) -> None:
     """Every plugin together: the core tests again, then each plugin's tests."""
     plugin_args = [arg for name in PLUGINS for arg in ("-e", str(ROOT / "plugins" / name))]
     _install_core(session, *plugin_args, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
-    session.run("pytest", "tests", *(str(ROOT / "plugins" / name / "tests") for name in PLUGINS), env=ENV)
+    plugin_tests = (str(ROOT / "plugins" / name / "tests") for name in PLUGINS)
+    session.run("pytest", "tests", "benchmarks", *plugin_tests, *session.posargs, env=ENV)
 
 
 @nox.session
@@ -118,6 +119,6 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmark of every installed backend against eager PyTorch."""
     plugin_args = [arg for name in PLUGINS for arg in ("-e", str(ROOT / "plugins" / name))]
-    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args)
+    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args, "matplotlib")
     env = {**ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     session.run("python", str(ROOT / "benchmarks" / "bench.py"), *session.posargs, env=env)

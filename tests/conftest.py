@@ -13,6 +13,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("ACCELERON_PROGRESS", "0")
 sys.path.insert(0, str(Path(__file__).parent))  # makes tests/fake_plugins importable
+sys.path.insert(0, str(Path(__file__).parents[1]))  # makes benchmarks importable
 
 import acceleron.plugins as plugins
 from acceleron.testing import build_tiny_model

@@ -70,9 +70,9 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
 
 
-def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
+def _timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
     started = time.perf_counter()
-    result = call()
+    result = call(*args, **kwargs)
     return time.perf_counter() - started, result
 
 
@@ -121,6 +121,11 @@ def _batches(tokenizer: Any, sentences: list[str], batch_size: int) -> list[dict
     ]
 
 
+def _run_batches(model: Any, batches: list[dict[str, Any]]) -> None:
+    for batch in batches:
+        model(**batch)
+
+
 def _mean_pooled(features: list[Any]) -> Any:
     import torch
 
@@ -148,16 +153,9 @@ def run(
         cache = cache_root / variant.name.replace("/", "-")
         kwargs = {"accelerator": variant.backend, "dtype": variant.dtype, "accelerator_options": options}
         print(f"preparing {variant.name} ...", file=sys.stderr, flush=True)
-        cold, _ = _timed(
-            lambda: pipeline(
-                "text-classification", model=str(workload.classifier), model_kwargs={"export_cache": cache}, **kwargs
-            )
-        )
-        warm, variant.pipe = _timed(
-            lambda: pipeline(
-                "text-classification", model=str(workload.classifier), model_kwargs={"export_cache": cache}, **kwargs
-            )
-        )
+        load = {"model": str(workload.classifier), "model_kwargs": {"export_cache": cache}, **kwargs}
+        cold, _ = _timed(pipeline, "text-classification", **load)
+        warm, variant.pipe = _timed(pipeline, "text-classification", **load)
         variant.record("cold_start_s", cold)
         variant.record("warm_start_s", warm)
         variant.results["runtime"] = variant.pipe.model.report()["runtime"]
@@ -178,15 +176,14 @@ def run(
     for repeat in range(repeats):
         print(f"timing, round {repeat + 1} of {repeats} ...", file=sys.stderr, flush=True)
         for variant in variants:
-            elapsed, _ = _timed(lambda: variant.pipe(workload.sentences, batch_size=batch_size))
+            elapsed, _ = _timed(variant.pipe, workload.sentences, batch_size=batch_size)
             variant.record("pipeline_sentences_per_s", len(workload.sentences) / elapsed)
-            model = variant.pipe.model
             with torch.inference_mode():
-                elapsed, _ = _timed(lambda: [model(**batch) for batch in batches])
+                elapsed, _ = _timed(_run_batches, variant.pipe.model, batches)
             variant.record("runtime_sentences_per_s", len(workload.sentences) / elapsed)
             latencies = []
             for sentence in singles:
-                elapsed, _ = _timed(lambda: variant.pipe(sentence))
+                elapsed, _ = _timed(variant.pipe, sentence)
                 latencies.append(elapsed * 1000)
             variant.record("latency_ms", statistics.median(latencies))
 

@@ -126,3 +126,12 @@ def test_unknown_model_kwargs_are_refused(tiny_classifier: Path) -> None:
 def test_pipeline_call_arguments_pass_through(tiny_classifier: Path) -> None:
     pipe = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch", top_k=2)
     assert [len(result) for result in pipe(SENTENCES[0])] == [2]
+
+
+def test_a_passed_model_must_fit_the_task(tiny_classifier: Path) -> None:
+    from acceleron import get_backend
+
+    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    with pytest.raises(TaskNotSupportedError, match="loaded for text-classification, which cannot serve fill-mask"):
+        pipeline("fill-mask", model=model)
+    assert isinstance(pipeline("zero-shot-classification", model=model), transformers.ZeroShotClassificationPipeline)

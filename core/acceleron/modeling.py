@@ -321,7 +321,7 @@ class OptimizedModel(ABC):
         self.options = dict(options)
         self.manifest = dict(manifest or {})
         self.generation_config = None
-        self.main_input_name = "input_ids" if task.modality == "text" else "pixel_values"
+        self.main_input_name = {"text": "input_ids", "image": "pixel_values"}.get(task.modality, "input_values")
 
     # ---- loading ----
 

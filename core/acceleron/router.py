@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from acceleron.errors import AcceleronError, TaskNotSupportedError
 from acceleron.modeling import OptimizedModel
 from acceleron.plugins import get_plugin_manager
-from acceleron.tasks import infer_task, normalize_task
+from acceleron.tasks import get_task, infer_task, normalize_task
 
 if TYPE_CHECKING:
     from transformers import Pipeline
@@ -158,6 +158,11 @@ def pipeline(
         torch_dtype = kwargs.pop("torch_dtype")
         dtype = torch_dtype if dtype == "auto" else dtype
     canonical_task = resolve_task(task, model)
+    if isinstance(model, OptimizedModel) and get_task(canonical_task).auto_class != model.task.auto_class:
+        raise TaskNotSupportedError(
+            f"the model passed was loaded for {model.task.name}, which cannot serve {canonical_task}; "
+            f"load it again with task={canonical_task!r}."
+        )
     backend = _choose_backend(accelerator, canonical_task, model)
     if device_map is not None:
         logger.warning("acceleron: device_map is not supported by accelerated backends and is ignored; use device=")

@@ -19,7 +19,7 @@ SENTENCES = ["this movie was great fun", "the plot was boring and the actors wer
 def test_torch_pipeline_equals_transformers(tiny_classifier: Path) -> None:
     ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
     stock = transformers.pipeline("text-classification", model=str(tiny_classifier))
-    assert type(ours) is transformers.TextClassificationPipeline
+    assert isinstance(ours, transformers.TextClassificationPipeline)
     assert ours(SENTENCES) == stock(SENTENCES)
     assert ours(SENTENCES, top_k=None) == stock(SENTENCES, top_k=None)
 

@@ -128,6 +128,7 @@ def pipeline(
     accelerator: str | None = None,
     export: bool | None = None,
     accelerator_options: Mapping[str, Any] | None = None,
+    length_sorted: bool = True,
     **kwargs: Any,
 ) -> Pipeline:
     """Build the task's ``transformers.Pipeline`` with the model's forward on an accelerated backend.
@@ -138,6 +139,8 @@ def pipeline(
         a third-party backend's name, or None for the best installed backend that supports the task.
     :param export: see :meth:`OptimizedModel.from_pretrained`.
     :param accelerator_options: backend options (``num_threads`` and backend-specific ones).
+    :param length_sorted: batch lists of sentences by length (same results, less padding), for the
+        tasks in :data:`acceleron.fast_pipelines.FAST_PIPELINES`; False gives the stock class.
 
     ``device`` and ``dtype`` map to the backend's own options; ``model_kwargs`` may carry
     ``from_pretrained`` arguments such as ``cache_dir``, ``local_files_only``, ``file_name``, ``strict``.
@@ -211,6 +214,7 @@ def pipeline(
         token=token,
         trust_remote_code=trust_remote_code,
         pipeline_class=pipeline_class,
+        length_sorted=length_sorted,
         **kwargs,
     )
 
@@ -222,11 +226,15 @@ class _DropModelTypeComplaint(logging.Filter):
         return "is not supported for" not in record.getMessage()
 
 
-def _build_pipeline(task: str, model: OptimizedModel, **kwargs: Any) -> Pipeline:
+def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **kwargs: Any) -> Pipeline:
     import transformers
     from transformers.pipelines import base as pipeline_base
     from transformers.pipelines import check_task
 
+    if kwargs.get("pipeline_class") is None and length_sorted:
+        from acceleron.fast_pipelines import FAST_PIPELINES
+
+        kwargs["pipeline_class"] = FAST_PIPELINES.get(task)
     # transformers infers preprocessors only from a model *id*; with a model instance we name the
     # folder that holds them (the source folder, or the cache entry they were copied into) for
     # every component the pipeline class loads.

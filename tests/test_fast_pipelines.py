@@ -1,0 +1,62 @@
+"""Length-sorted batching: fewer padded tokens, the same results in the caller's order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import transformers
+
+from acceleron import pipeline
+from acceleron.fast_pipelines import LengthSortedTextClassificationPipeline
+from acceleron.testing import WORDS, outputs_close
+
+SENTENCES = [" ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(1 + (i * 7) % 23)) for i in range(40)]
+
+
+def _record_lengths(pipe: Any) -> list[int]:
+    lengths: list[int] = []
+    forward = pipe.model.forward
+
+    def recording(**inputs: Any) -> Any:
+        lengths.append(int(inputs["input_ids"].shape[1]))
+        return forward(**inputs)
+
+    pipe.model.forward = recording
+    return lengths
+
+
+def test_text_classification_gets_the_length_sorted_class(tiny_classifier: Path) -> None:
+    pipe = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    assert type(pipe) is LengthSortedTextClassificationPipeline
+    stock = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch", length_sorted=False)
+    assert type(stock) is transformers.TextClassificationPipeline
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"top_k": None}, {"function_to_apply": "sigmoid"}])
+def test_results_equal_the_stock_pipeline_in_the_callers_order(tiny_classifier: Path, kwargs: dict) -> None:
+    ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    stock = transformers.pipeline("text-classification", model=str(tiny_classifier))
+    expected = stock(SENTENCES, batch_size=8, **kwargs)
+    got = ours(SENTENCES, batch_size=8, **kwargs)
+    assert outputs_close(got, expected, atol=1e-6)
+
+
+def test_batches_are_padded_less(tiny_classifier: Path) -> None:
+    ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    stock = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch", length_sorted=False)
+    sorted_lengths, stock_lengths = _record_lengths(ours), _record_lengths(stock)
+    ours(SENTENCES, batch_size=8)
+    stock(SENTENCES, batch_size=8)
+    assert sorted_lengths == sorted(sorted_lengths)
+    assert sum(sorted_lengths) < sum(stock_lengths)
+
+
+def test_single_inputs_and_unbatched_calls_take_the_stock_path(tiny_classifier: Path) -> None:
+    ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    stock = transformers.pipeline("text-classification", model=str(tiny_classifier))
+    assert outputs_close(ours(SENTENCES[3]), stock(SENTENCES[3]), atol=1e-6)
+    assert outputs_close(ours(SENTENCES[:5]), stock(SENTENCES[:5]), atol=1e-6)
+    pair = {"text": "great film", "text_pair": "bad plot"}
+    assert outputs_close(ours([pair, pair, pair], batch_size=2), stock([pair, pair, pair], batch_size=2), atol=1e-6)

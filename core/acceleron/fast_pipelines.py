@@ -23,7 +23,7 @@ def length_order(tokenizer: Any, texts: list[str]) -> list[int]:
 class LengthSortedTextClassificationPipeline(TextClassificationPipeline):
     """``TextClassificationPipeline`` that batches a list of sentences by length."""
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:  # type: ignore[override]  # as TextClassificationPipeline
         batch_size = kwargs.get("batch_size") or self._batch_size or 1
         sortable = (
             isinstance(inputs, list)

@@ -34,7 +34,9 @@ def test_text_classification_gets_the_length_sorted_class(tiny_classifier: Path)
     assert type(stock) is transformers.TextClassificationPipeline
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"top_k": None}, {"function_to_apply": "sigmoid"}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"top_k": None}, {"function_to_apply": "sigmoid"}, {"truncation": True, "max_length": 6}]
+)
 def test_results_equal_the_stock_pipeline_in_the_callers_order(tiny_classifier: Path, kwargs: dict) -> None:
     ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
     stock = transformers.pipeline("text-classification", model=str(tiny_classifier))
@@ -60,3 +62,11 @@ def test_single_inputs_and_unbatched_calls_take_the_stock_path(tiny_classifier: 
     assert outputs_close(ours(SENTENCES[:5]), stock(SENTENCES[:5]), atol=1e-6)
     pair = {"text": "great film", "text_pair": "bad plot"}
     assert outputs_close(ours([pair, pair, pair], batch_size=2), stock([pair, pair, pair], batch_size=2), atol=1e-6)
+
+
+def test_a_batch_size_given_at_construction_is_used(tiny_classifier: Path) -> None:
+    ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch", batch_size=8)
+    lengths = _record_lengths(ours)
+    stock = transformers.pipeline("text-classification", model=str(tiny_classifier))
+    assert outputs_close(ours(SENTENCES), stock(SENTENCES, batch_size=8), atol=1e-6)
+    assert len(lengths) == 5 and lengths == sorted(lengths)

@@ -14,31 +14,56 @@ from typing import Any
 from transformers import TextClassificationPipeline
 
 
-def length_order(tokenizer: Any, texts: list[str]) -> list[int]:
-    """Indices of ``texts`` from shortest to longest in tokens (stable for equal lengths)."""
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
-    return sorted(range(len(texts)), key=lengths.__getitem__)
-
-
 class LengthSortedTextClassificationPipeline(TextClassificationPipeline):
-    """``TextClassificationPipeline`` that batches a list of sentences by length."""
+    """``TextClassificationPipeline`` that batches a list of sentences by length.
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> Any:  # type: ignore[override]  # as TextClassificationPipeline
-        batch_size = kwargs.get("batch_size") or self._batch_size or 1
+    For a list of strings with ``batch_size > 1`` it tokenises each batch in one call (instead of
+    item by item plus a collate step), sorts the sentences by token count so that each batch pads
+    to a similar length, and post-processes each row with the stock ``postprocess``. Anything
+    else (single inputs, text pairs, generators, datasets) takes the stock path.
+    """
+
+    def get_iterator(
+        self,
+        inputs: Any,
+        num_workers: int,
+        batch_size: int,
+        preprocess_params: dict[str, Any],
+        forward_params: dict[str, Any],
+        postprocess_params: dict[str, Any],
+    ) -> Any:
         sortable = (
             isinstance(inputs, list)
-            and len(inputs) > batch_size > 1
-            and all(isinstance(text, str) for text in inputs)
+            and batch_size > 1
+            and len(inputs) > 1
             and self.tokenizer is not None
+            and all(isinstance(text, str) for text in inputs)
         )
         if not sortable:
-            return super().__call__(inputs, **kwargs)
-        order = length_order(self.tokenizer, inputs)
-        results = super().__call__([inputs[i] for i in order], **kwargs)
-        restored: list[Any] = [None] * len(inputs)
-        for position, index in enumerate(order):
-            restored[index] = results[position]
-        return restored
+            return super().get_iterator(
+                inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params
+            )
+        return iter(self._run_sorted(inputs, batch_size, preprocess_params, forward_params, postprocess_params))
+
+    def _run_sorted(
+        self,
+        texts: list[str],
+        batch_size: int,
+        preprocess_params: dict[str, Any],
+        forward_params: dict[str, Any],
+        postprocess_params: dict[str, Any],
+    ) -> list[Any]:
+        tokenizer: Any = self.tokenizer
+        lengths = [len(ids) for ids in tokenizer(texts, **preprocess_params)["input_ids"]]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        results: list[Any] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            model_inputs = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, **preprocess_params)
+            logits = self.forward(model_inputs, **forward_params)["logits"]
+            for row, index in enumerate(chunk):
+                results[index] = self.postprocess({"logits": logits[row : row + 1]}, **postprocess_params)
+        return results
 
 
 #: Task -> the pipeline class the router uses when the caller names none.

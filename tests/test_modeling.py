@@ -201,3 +201,16 @@ def test_the_base_class_cannot_be_used_alone(tiny_classifier: Path) -> None:
             preprocessor_dir=tiny_classifier,
             options={},
         )
+
+
+def test_loading_an_artifact_made_with_other_options_warns(
+    use_plugins: Install, tiny_classifier: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_class = _alpha(use_plugins)
+    saved = model_class.from_pretrained(tiny_classifier, dtype="float32").save_pretrained(tmp_path / "saved")
+    with caplog.at_level("WARNING", logger="acceleron.modeling"):
+        model_class.from_pretrained(saved, dtype="float32")
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="acceleron.modeling"):
+        model_class.from_pretrained(saved, dtype="bfloat16")
+    assert "made with dtype='float32', not the 'bfloat16' asked for" in caplog.text

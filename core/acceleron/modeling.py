@@ -286,6 +286,27 @@ def export_to_cache(
     return entry
 
 
+def _warn_on_option_mismatch(
+    backend: Backend, manifest: Mapping[str, Any], options: Mapping[str, Any], source: ModelSource
+) -> None:
+    """A saved artifact was made with its own artifact options; say so when the caller asked for others."""
+    made_with = manifest.get("options") or {}
+    for name in sorted(backend.artifact_options):
+        asked, made = options.get(name), made_with.get(name)
+        if asked is not None and made is not None and asked != made:
+            logger.warning(
+                "acceleron: %s holds a %s artifact made with %s=%r, not the %r asked for; it is loaded as it is "
+                "(pass export=True to export again with %s=%r)",
+                source,
+                backend.name,
+                name,
+                made,
+                asked,
+                name,
+                asked,
+            )
+
+
 # ---- the model ---------------------------------------------------------------------------------
 
 
@@ -380,6 +401,8 @@ class OptimizedModel(ABC):
             )
         artifact = None if export else backend.find_artifact(source.path, file_name)
         preprocessor_dir = source.path
+        if artifact is not None and manifest:
+            _warn_on_option_mismatch(backend, manifest, options, source)
         if artifact is None:
             if export is False:
                 raise ArtifactNotFoundError(

@@ -21,6 +21,8 @@ class FakeBackend(Backend):
     noise = 0.0
     fail_export = False
     runtime_modules = ()
+    dtypes = ("auto", "float32", "bfloat16")
+    artifact_options = frozenset({"dtype"})
 
     def availability(self) -> Availability:
         return Availability(self.available, "" if self.available else f"{self.name} runtime missing.")

@@ -1,0 +1,157 @@
+"""Accuracy of the ``ov`` backend on the real models (the sentiment classifier and MiniLM); never timings.
+
+Runs only with ``ACCELERON_REAL_MODELS=1`` (the assets are built once by ``python benchmarks/assets.py prepare``)::
+
+    HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest plugins/openvino/tests/test_real_models.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("ACCELERON_REAL_MODELS") != "1", reason="set ACCELERON_REAL_MODELS=1 to use real models"
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[3]
+SENTENCES = 1024
+EMBEDDED_SENTENCES = 256
+BATCH = 32
+
+
+@pytest.fixture(scope="module")
+def assets() -> Any:
+    sys.path.insert(0, str(REPO))
+    from benchmarks import assets
+
+    return assets
+
+
+@pytest.fixture(scope="module")
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("real-exports")
+
+
+def _batches(path: Path, sentences: list[str]) -> list[dict[str, Any]]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    return [
+        dict(tokenizer(sentences[i : i + BATCH], padding=True, truncation=True, return_tensors="pt"))
+        for i in range(0, len(sentences), BATCH)
+    ]
+
+
+def _outputs(model: Any, batches: list[dict[str, Any]], name: str) -> list[Any]:
+    import torch
+
+    with torch.inference_mode():
+        return [model(**batch)[name] for batch in batches]
+
+
+def _load(task: str, path: Path, backend: str, export_cache: Path, **options: Any) -> Any:
+    from acceleron.plugins import get_backend
+
+    return get_backend(backend).model_class().from_pretrained(path, task=task, export_cache=export_cache, **options)
+
+
+# ---- the sentiment classifier, 1024 held-out sentences ----
+
+
+@pytest.fixture(scope="module")
+def sentiment_batches(assets: Any) -> list[dict[str, Any]]:
+    sentences = [text for text, _ in assets.heldout_sentences(SENTENCES)]
+    return _batches(assets.sentiment_model_path(), sentences)
+
+
+@pytest.fixture(scope="module")
+def sentiment_reference(assets: Any, sentiment_batches: list[dict[str, Any]], export_cache: Path) -> Any:
+    import torch
+
+    model = _load("text-classification", assets.sentiment_model_path(), "torch", export_cache, dtype="float32")
+    return torch.cat(_outputs(model, sentiment_batches, "logits"))
+
+
+def _sentiment_logits(assets: Any, batches: list[dict[str, Any]], export_cache: Path, **options: Any) -> Any:
+    import torch
+
+    model = _load("text-classification", assets.sentiment_model_path(), "ov", export_cache, strict=True, **options)
+    return torch.cat(_outputs(model, batches, "logits"))
+
+
+def _agreement(logits: Any, reference: Any) -> float:
+    return float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
+
+
+def test_float32_sentiment_logits_match_pytorch(
+    assets: Any, sentiment_batches: list[dict[str, Any]], sentiment_reference: Any, export_cache: Path
+) -> None:
+    logits = _sentiment_logits(assets, sentiment_batches, export_cache, dtype="float32")
+    assert logits.shape == (SENTENCES, 2)
+    assert float((logits - sentiment_reference).abs().max()) <= 1e-4
+    assert _agreement(logits, sentiment_reference) == 1.0
+
+
+def test_default_dtype_sentiment_labels_agree_on_99_percent(
+    assets: Any, sentiment_batches: list[dict[str, Any]], sentiment_reference: Any, export_cache: Path
+) -> None:
+    agreement = _agreement(_sentiment_logits(assets, sentiment_batches, export_cache), sentiment_reference)
+    assert agreement >= 0.99, f"labels agree on {agreement:.2%} of {SENTENCES} sentences"
+
+
+def test_int8_sentiment_labels_agree_on_98_percent(
+    assets: Any, sentiment_batches: list[dict[str, Any]], sentiment_reference: Any, export_cache: Path
+) -> None:
+    pytest.importorskip("nncf", reason="dtype='int8' needs the int8 extra (NNCF)")
+    agreement = _agreement(
+        _sentiment_logits(assets, sentiment_batches, export_cache, dtype="int8"), sentiment_reference
+    )
+    assert agreement >= 0.98, f"int8 labels agree on {agreement:.2%} of {SENTENCES} sentences"
+
+
+# ---- MiniLM sentence embeddings (mean-pooled, normalised), 256 held-out sentences ----
+
+
+@pytest.fixture(scope="module")
+def minilm_batches(assets: Any) -> list[dict[str, Any]]:
+    sentences = [text for text, _ in assets.heldout_sentences(EMBEDDED_SENTENCES)]
+    return _batches(assets.minilm_path(), sentences)
+
+
+def _embeddings(model: Any, batches: list[dict[str, Any]]) -> Any:
+    import torch
+
+    pooled = []
+    for batch, hidden in zip(batches, _outputs(model, batches, "last_hidden_state")):
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(pooled)
+
+
+@pytest.fixture(scope="module")
+def minilm_reference(assets: Any, minilm_batches: list[dict[str, Any]], export_cache: Path) -> Any:
+    model = _load("feature-extraction", assets.minilm_path(), "torch", export_cache, dtype="float32")
+    return _embeddings(model, minilm_batches)
+
+
+@pytest.mark.parametrize(("dtype", "minimum"), [("float32", 0.9999), ("auto", 0.999)])
+def test_minilm_embeddings_keep_their_direction(
+    assets: Any,
+    minilm_batches: list[dict[str, Any]],
+    minilm_reference: Any,
+    export_cache: Path,
+    dtype: str,
+    minimum: float,
+) -> None:
+    model = _load("feature-extraction", assets.minilm_path(), "ov", export_cache, strict=True, dtype=dtype)
+    cosine = (_embeddings(model, minilm_batches) * minilm_reference).sum(-1)
+    assert len(cosine) == EMBEDDED_SENTENCES
+    assert float(cosine.min()) >= minimum, f"{dtype}: lowest cosine {float(cosine.min()):.6f}"

@@ -75,7 +75,11 @@ def test_backends_json_reports_every_status() -> None:
     assert statuses["broken"]["status"] == "load-failed"
     assert statuses["broken"]["distribution"] == "acceleron-broken" and statuses["broken"]["version"] == "0.0.1"
     assert "always fails to import" in statuses["broken"]["reason"]
-    assert statuses["ov"]["status"] == "not-installed"
+    from acceleron.backend import distribution_version
+
+    for name, distribution in (("ov", "acceleron-openvino"), ("ort", "acceleron-ort"), ("ipex", "acceleron-ipex")):
+        expected = "ok" if distribution_version(distribution) else "not-installed"
+        assert statuses[name]["status"] == expected, statuses[name]
 
 
 @needs_test_plugins

@@ -87,9 +87,11 @@ def trace_and_freeze(
     """``torch.jit.trace`` then ``torch.jit.freeze`` (weights folded into the graph as constants).
 
     TracerWarnings are silenced: whether a trace generalises is checked on other shapes by the exporter.
+    So are transformers' deprecation warnings of properties that tracing merely looks at (``hasattr``).
     """
     with torch.inference_mode(False), compute_context(engine, dtype), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6", category=FutureWarning)
         traced = torch.jit.trace(module.eval(), tuple(example), check_trace=False)
         return torch.jit.freeze(traced)
 

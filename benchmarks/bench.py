@@ -151,6 +151,7 @@ def run(
     import transformers
 
     from acceleron import pipeline
+    from acceleron.errors import AcceleronError
 
     torch.set_num_threads(threads)
     options = {"num_threads": threads}
@@ -172,7 +173,12 @@ def run(
             }
             load = {"model": str(workload.classifier), **kwargs}
             embed_load = {"model": str(workload.embedder), **kwargs}
-        cold, _ = _timed(build, "text-classification", **load)
+        try:
+            cold, _ = _timed(build, "text-classification", **load)
+        except AcceleronError as error:  # e.g. int8 without the backend's optional extra
+            print(f"skipping {variant.name}: {error}", file=sys.stderr, flush=True)
+            variant.results["skipped"] = str(error)
+            continue
         warm, variant.pipe = _timed(build, "text-classification", **load)
         variant.record("cold_start_s", cold)
         variant.record("warm_start_s", warm)
@@ -181,6 +187,7 @@ def run(
         if workload.embedder is not None:
             variant.embed = build("feature-extraction", **embed_load)
 
+    variants[:] = [variant for variant in variants if "skipped" not in variant.results]
     tokenizer = variants[0].pipe.tokenizer
     batches = _batches(tokenizer, workload.sentences, batch_size)
     singles = workload.sentences[:latency_calls]

@@ -70,3 +70,10 @@ def test_a_batch_size_given_at_construction_is_used(tiny_classifier: Path) -> No
     stock = transformers.pipeline("text-classification", model=str(tiny_classifier))
     assert outputs_close(ours(SENTENCES), stock(SENTENCES, batch_size=8), atol=1e-6)
     assert len(lengths) == 5 and lengths == sorted(lengths)
+
+
+def test_a_callers_padding_wins(tiny_classifier: Path) -> None:
+    ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    lengths = _record_lengths(ours)
+    ours(SENTENCES[:16], batch_size=8, padding="max_length", max_length=32, truncation=True)
+    assert lengths == [32, 32]

@@ -214,3 +214,13 @@ def test_loading_an_artifact_made_with_other_options_warns(
     with caplog.at_level("WARNING", logger="acceleron.modeling"):
         model_class.from_pretrained(saved, dtype="bfloat16")
     assert "made with dtype='float32', not the 'bfloat16' asked for" in caplog.text
+
+
+def test_loading_with_the_default_dtype_does_not_warn(
+    use_plugins: Install, tiny_classifier: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_class = _alpha(use_plugins)
+    saved = model_class.from_pretrained(tiny_classifier, dtype="bfloat16").save_pretrained(tmp_path / "saved")
+    with caplog.at_level("WARNING", logger="acceleron.modeling"):
+        model_class.from_pretrained(saved)
+    assert not caplog.records

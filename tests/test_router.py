@@ -135,3 +135,13 @@ def test_a_passed_model_must_fit_the_task(tiny_classifier: Path) -> None:
     with pytest.raises(TaskNotSupportedError, match="loaded for text-classification, which cannot serve fill-mask"):
         pipeline("fill-mask", model=model)
     assert isinstance(pipeline("zero-shot-classification", model=model), transformers.ZeroShotClassificationPipeline)
+
+
+def test_audio_classification_pipeline_equals_transformers(tmp_path: Path) -> None:
+    from acceleron.testing import build_tiny_model, sample_inputs
+
+    folder = str(build_tiny_model("audio-classification", tmp_path / "audio"))
+    waves = sample_inputs("audio-classification", 2)
+    ours = pipeline("audio-classification", model=folder, accelerator="torch")
+    stock = transformers.pipeline("audio-classification", model=folder)
+    assert ours(waves) == stock(waves)

@@ -59,7 +59,8 @@ class LengthSortedTextClassificationPipeline(TextClassificationPipeline):
         results: list[Any] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            model_inputs = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, **preprocess_params)
+            encode = {"padding": True, **preprocess_params}  # a caller's padding (e.g. "max_length") wins
+            model_inputs = tokenizer([texts[i] for i in chunk], return_tensors="pt", **encode)
             logits = self.forward(model_inputs, **forward_params)["logits"]
             for row, index in enumerate(chunk):
                 results[index] = self.postprocess({"logits": logits[row : row + 1]}, **postprocess_params)

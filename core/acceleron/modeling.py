@@ -293,7 +293,9 @@ def _warn_on_option_mismatch(
     made_with = manifest.get("options") or {}
     for name in sorted(backend.artifact_options):
         asked, made = options.get(name), made_with.get(name)
-        if asked is not None and made is not None and asked != made:
+        if asked is None or made is None or (name == "dtype" and asked == "auto"):
+            continue  # nothing asked for explicitly: the artifact is what the caller wants
+        if asked != made:
             logger.warning(
                 "acceleron: %s holds a %s artifact made with %s=%r, not the %r asked for; it is loaded as it is "
                 "(pass export=True to export again with %s=%r)",

@@ -242,6 +242,17 @@ def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **
     for component in ("tokenizer", "feature_extractor", "image_processor", "processor"):
         if kwargs.get(component) is None and getattr(pipeline_class, f"_load_{component}", None) is not False:
             kwargs[component] = model.name_or_path
+    if isinstance(kwargs.get("feature_extractor"), str):
+        # transformers looks for a CTC decoder by model id when given a feature extractor path; an
+        # instance skips that lookup, which needs a hub id we do not have.
+        try:
+            kwargs["feature_extractor"] = transformers.AutoFeatureExtractor.from_pretrained(
+                kwargs["feature_extractor"], trust_remote_code=bool(kwargs.get("trust_remote_code"))
+            )
+        except OSError:
+            if getattr(pipeline_class, "_load_feature_extractor", None):
+                raise
+            kwargs["feature_extractor"] = None  # optional for this pipeline, as transformers treats it
     quiet = _DropModelTypeComplaint()
     base_logger = pipeline_base.logger.logger if hasattr(pipeline_base.logger, "logger") else pipeline_base.logger
     base_logger.addFilter(quiet)

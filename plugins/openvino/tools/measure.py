@@ -96,10 +96,13 @@ def bare_model_figures(variants: list[Any], sentences: list[str], batch_size: in
             for _ in range(rounds):
                 timings.setdefault(f"{layout}_bare", []).append(_bare_rate(request, arrays, count))
                 timings.setdefault(f"{layout}_model", []).append(_model_rate(variant.pipe.model, batches, count))
-        row = {name: round(statistics.median(values), 1) for name, values in timings.items()}
-        pipeline = statistics.median(variant.timings["pipeline_sentences_per_s"])
+        # Medians, and the best round: on a shared machine the best round is the least disturbed one.
+        row: dict[str, Any] = {name: round(statistics.median(values), 1) for name, values in timings.items()}
+        row.update({f"{name}_best": round(max(values), 1) for name, values in timings.items()})
+        pipeline = variant.timings["pipeline_sentences_per_s"]
         row["model_share_of_bare_in_order"] = round(row["in_order_model"] / row["in_order_bare"], 3)
-        row["pipeline_share_of_bare_length_sorted"] = round(pipeline / row["length_sorted_bare"], 3)
+        row["pipeline_share_of_bare_length_sorted"] = round(statistics.median(pipeline) / row["length_sorted_bare"], 3)
+        row["pipeline_share_of_bare_length_sorted_best"] = round(max(pipeline) / row["length_sorted_bare_best"], 3)
         figures[variant.name] = row
     return figures
 
@@ -136,12 +139,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--latency-calls", type=int, default=100)
     parser.add_argument("--warm-runs", type=int, default=3)
+    parser.add_argument("--dtypes", default="auto,float32,int8", help="ov dtypes to measure, comma-separated")
     parser.add_argument("--out", type=Path, default=Path("ov-results"))
     args = parser.parse_args()
 
     workload = bench.real_workload(args.sentences)
     variants = [bench.Variant(bench.STOCK, "float32")] + [
-        bench.Variant("ov", dtype) for dtype in ("auto", "float32", "int8")
+        bench.Variant("ov", dtype) for dtype in args.dtypes.split(",")
     ]
     report = bench.run(
         workload,

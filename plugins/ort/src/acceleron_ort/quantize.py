@@ -1,21 +1,12 @@
 """``dtype="int8"``: dynamic int8 quantisation of an exported float32 model.
 
-Weights are quantised to int8 once, activations at run time (no calibration data needed). The
-recipe is chosen on the MiniLM sentiment classifier, 1024 held-out sentences, labels compared with
-float32 (see the plugin README for the full table):
-
-===========================================  =========  ========  ===============
-recipe (onnxruntime.quantization 1.31)       agreement  accuracy  CPU time vs fp32
-===========================================  =========  ========  ===============
-per-tensor (the default)                     97.1%      87.6%     0.66
-per-tensor, reduce_range                     93.2%      85.6%     0.67
-per-tensor, MatMul only                      96.4%      87.3%     0.58
-**per-channel** (this recipe)                **99.0%**  **88.2%** **0.56**
-per-channel, MatMul only                     98.6%      88.4%     0.65
-===========================================  =========  ========  ===============
-
-float32 accuracy is 88.6%. The pooler and classifier are ``Gemm`` nodes, which dynamic quantisation
-leaves in float32 anyway. ``reduce_range`` only helps CPUs without VNNI and costs accuracy here.
+Weights are quantised to int8 once, per output channel; activations are quantised at run time
+(no calibration data). Only ``MatMul`` nodes (and fused ``Attention``) are quantised: embeddings,
+convolutions, LayerNorms and the ``Gemm`` pooler and classifier stay in float32. The recipe was
+chosen on the MiniLM sentiment classifier (1024 held-out sentences, agreement with float32 labels;
+the plugin README has the whole table): the quantizer's defaults agree on 96.1% in the length-sorted
+batches acceleron's pipeline runs, per-channel weights on 98.1%, per-channel MatMul-only on 98.9%
+with accuracy 88.5% against float32's 88.6%.
 """
 
 from __future__ import annotations
@@ -28,6 +19,10 @@ from pathlib import Path
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from acceleron.errors import ExportError
+
+#: What is quantised. Quantising the embeddings (Gather) too agreed 0.9 points less in the pipeline's
+#: batches, for a 2.5x smaller file.
+QUANTIZED_OP_TYPES = ("MatMul", "Attention")
 
 
 class _DropPreprocessingAdvice(logging.Filter):
@@ -56,7 +51,8 @@ def quantize_int8(source: Path, target: Path, *, external_data: bool) -> Path:
                 str(source),
                 str(target),
                 per_channel=True,
-                reduce_range=False,
+                reduce_range=False,  # only for CPUs without VNNI; it cost 3 points of agreement here
+                op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                 weight_type=QuantType.QInt8,
                 use_external_data_format=external_data,
             )

@@ -125,6 +125,41 @@ def test_export_then_run_then_cache(tiny_classifier: Path, tmp_path: Path) -> No
     assert json.loads(acceleron("cache", "list", "--json", env=env).stdout) == []
 
 
+def test_export_and_run_a_causal_lm(tmp_path: Path) -> None:
+    """text-generation goes through export, the cache and run like the other tasks (task from config.json)."""
+    from acceleron.testing import tiny_causal_lm
+
+    source = tiny_causal_lm("llama", tmp_path / "tiny-llama")
+    env = {"ACCELERON_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "exported"
+    result = acceleron("export", str(source), "-o", str(out), "-a", "torch", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["task"] == "text-generation" and report["validation"]["passed"] is True
+    steps = {output["name"].split(".")[0] for output in report["validation"]["outputs"]}
+    assert steps == {"prefill", "decode"}
+    assert (out / "generation_config.json").is_file()
+
+    run = acceleron(
+        "run",
+        "--task",
+        "text-generation",
+        "--model",
+        str(out),
+        "-a",
+        "torch",
+        "--arg",
+        "max_new_tokens=4",
+        "hi",
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    [[row]] = json.loads(run.stdout)
+    assert row["generated_text"].startswith("hi")
+    listing = json.loads(acceleron("cache", "list", "--json", env=env).stdout)
+    assert [(e["task"], e["validation"]) for e in listing] == [("text-generation", "passed")]
+
+
 def test_errors_are_one_line_with_exit_code_2(tiny_classifier: Path) -> None:
     result = acceleron("run", "--task", "text-classification", "--model", str(tiny_classifier), "-a", "xyz", "hi")
     assert result.returncode == 2

@@ -8,6 +8,7 @@ cached (see :mod:`acceleron.cache`). Calling the model returns the task's transf
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -196,6 +197,8 @@ def validate_artifact(
     from acceleron.validate import ValidationReport, compare_outputs, tolerance_for
 
     dtype = backend.effective_dtype(options)
+    if task.generative:
+        return _validate_generative(backend, artifact, torch_model, task, options, dtype)
     inputs = task.validation_inputs(torch_model)
     with torch.inference_mode():
         reference = {k: v for k, v in torch_model(**inputs).items() if isinstance(v, torch.Tensor)}
@@ -208,6 +211,68 @@ def validate_artifact(
             False, dtype, tolerance.atol, tolerance.rtol, error=f"running the export failed: {error!r}"
         )
     return compare_outputs(reference, candidate, task, dtype)
+
+
+def _validate_generative(
+    backend: Backend,
+    artifact: Path,
+    torch_model: PreTrainedModel,
+    task: TaskSpec,
+    options: Mapping[str, Any],
+    dtype: str,
+) -> ValidationReport:
+    """Compare a text-generation export with PyTorch float32 on a prefill and a decode step."""
+    import torch
+
+    from acceleron import kv_cache
+    from acceleron.validate import ValidationReport, compare_outputs, tolerance_for
+
+    reference_model = kv_cache.FlatCacheCausalLM(torch_model.float()).eval()
+    names = reference_model.layout.output_names
+    plain = dataclasses.replace(task, classifier=False)
+    try:
+        session = backend.load(artifact, task, options)
+    except Exception as error:
+        tolerance = tolerance_for(task, dtype)
+        return ValidationReport(
+            False, dtype, tolerance.atol, tolerance.rtol, error=f"loading the export failed: {error!r}"
+        )
+    input_dtype = getattr(torch, backend.input_dtype(options))
+    reports: dict[str, ValidationReport] = {}
+    for step, inputs in kv_cache.model_validation_cases(reference_model).items():
+        with torch.inference_mode():
+            reference = kv_cache.visible(dict(zip(names, reference_model(*inputs.values()))), inputs["attention_mask"])
+        fed = {name: v.to(input_dtype) if v.is_floating_point() else v for name, v in inputs.items()}
+        try:
+            candidate = kv_cache.visible(dict(backend._forward(session, fed, task)), inputs["attention_mask"])
+        except Exception as error:
+            tolerance = tolerance_for(task, dtype)
+            return ValidationReport(
+                False, dtype, tolerance.atol, tolerance.rtol, error=f"running the {step} step failed: {error!r}"
+            )
+        logits = compare_outputs(reference, candidate, task, dtype, names=names[:1])
+        # The cache is checked elementwise (argmax over head_dim means nothing); in reduced precision
+        # its differences are reported, and the logits decide.
+        present = compare_outputs(reference, candidate, plain, dtype, names=names[1:])
+        if dtype != "float32":
+            present = dataclasses.replace(
+                present, outputs=[dataclasses.replace(o, passed=not o.problem) for o in present.outputs]
+            )
+        reports[step] = dataclasses.replace(logits, outputs=logits.outputs + present.outputs)
+    first = next(iter(reports.values()))
+    outputs = [
+        dataclasses.replace(output, name=f"{step}.{output.name}")
+        for step, report in reports.items()
+        for output in report.outputs
+    ]
+    return ValidationReport(
+        passed=all(output.passed for output in outputs),
+        dtype=dtype,
+        atol=first.atol,
+        rtol=first.rtol,
+        outputs=outputs,
+        seconds=round(sum(report.seconds for report in reports.values()), 4),
+    )
 
 
 def export_to_cache(
@@ -449,6 +514,10 @@ class OptimizedModel(ABC):
             ) from error
         config._name_or_path = str(preprocessor_dir)
         session = backend.load(artifact, task, options)
+        if task.generative:
+            from acceleron.generation import generative_class_for
+
+            cls = generative_class_for(cls)
         return cls(
             backend=backend,
             session=session,
@@ -555,6 +624,8 @@ class OptimizedModel(ABC):
                 (staging / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, staging / relative)
             self.config.save_pretrained(staging)
+            if self.generation_config is not None:
+                self.generation_config.save_pretrained(staging)
             copy_preprocessor_files(self.preprocessor_dir, staging)
             manifest = {
                 key: value for key, value in self.manifest.items() if key not in {"files", "key", "build_seconds"}

@@ -55,7 +55,7 @@ class TorchBackend(Backend):
     def supported_tasks(self) -> frozenset[str]:
         from acceleron.tasks import TASKS
 
-        return frozenset(name for name, spec in TASKS.items() if not spec.generative)
+        return frozenset(TASKS)
 
     def find_artifact(self, folder: Path, file_name: str | None = None) -> Path | None:
         if not (folder / "config.json").is_file():
@@ -116,6 +116,8 @@ class TorchBackend(Backend):
     ) -> dict[str, torch.Tensor]:
         import torch
 
+        if task.generative:
+            return _forward_flat(session, inputs)
         dtype = session.dtype
         cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
         with torch.inference_mode():
@@ -130,6 +132,24 @@ class TorchBackend(Backend):
             "dtype": str(session.dtype).replace("torch.", ""),
             "num_threads": torch.get_num_threads(),
         }
+
+
+def _forward_flat(session: PreTrainedModel, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One text-generation step through :class:`~acceleron.kv_cache.FlatCacheCausalLM`, eagerly."""
+    import torch
+
+    from acceleron.kv_cache import FlatCacheCausalLM
+
+    wrapper = FlatCacheCausalLM(session)  # holds no state of its own: cheap, and safe across threads
+    dtype, device = session.dtype, session.device
+    ordered = [inputs[name] for name in wrapper.layout.input_names]
+    values = [v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device) for v in ordered]
+    with torch.inference_mode():
+        outputs = wrapper(*values)
+    names = wrapper.layout.output_names
+    result = dict(zip(names, outputs))
+    result["logits"] = result["logits"].float()
+    return result
 
 
 @hookimpl

@@ -51,6 +51,10 @@ class TaskSpec:
 
     def input_names(self, model: PreTrainedModel) -> list[str]:
         """The inputs the exported graph takes: the task's candidates that ``model.forward`` accepts."""
+        if self.generative:
+            from acceleron.kv_cache import CacheLayout
+
+            return CacheLayout.from_config(model.config).input_names
         accepted = set(inspect.signature(model.forward).parameters)
         if self.modality == "text":
             return [name for name in _TEXT_INPUTS if name in accepted]
@@ -63,6 +67,11 @@ class TaskSpec:
 
     def dynamic_axes(self, input_names: list[str]) -> dict[str, dict[int, str]]:
         """Dynamic axes of every input and output, keyed by tensor name."""
+        if self.generative:
+            from acceleron.kv_cache import CacheLayout
+
+            layers = sum(1 for name in input_names if name.startswith("past_key_values.")) // 2
+            return CacheLayout(num_layers=layers, num_kv_heads=1, head_dim=1).dynamic_axes()
         axes: dict[str, dict[int, str]] = {}
         for name in input_names:
             if self.modality == "text" or name == "input_values":
@@ -82,6 +91,10 @@ class TaskSpec:
         """
         import torch
 
+        if self.generative:
+            from acceleron import kv_cache
+
+            return kv_cache.example_inputs(model.config, seed=seed)
         generator = torch.Generator().manual_seed(seed)
         config = model.config
         names = self.input_names(model)
@@ -113,7 +126,14 @@ class TaskSpec:
         return {name: inputs[name] for name in names}
 
     def validation_inputs(self, model: PreTrainedModel) -> dict[str, torch.Tensor]:
-        """Inputs of another batch size and length than the export's, to prove the axes are dynamic."""
+        """Inputs of another batch size and length than the export's, to prove the axes are dynamic.
+
+        Generative tasks are validated on :func:`acceleron.kv_cache.validation_cases` instead.
+        """
+        if self.generative:
+            from acceleron import kv_cache
+
+            return kv_cache.validation_cases(model.config)["decode"]
         return self.example_inputs(model, batch_size=3, sequence_length=11, seed=1)
 
     def load_torch_model(self, path: str | Path, **kwargs: Any) -> PreTrainedModel:

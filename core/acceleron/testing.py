@@ -164,6 +164,86 @@ def _text_config(arch: str, task: str, vocab_size: int) -> Any:
     raise ValueError(f"no tiny text architecture {arch!r}; choose bert, roberta or distilbert")
 
 
+#: The causal-LM families :func:`tiny_causal_lm` builds.
+CAUSAL_LM_FAMILIES = ("gpt2", "llama", "qwen2")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_CHAT_SPECIAL = ("<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>")
+
+
+def _causal_tokenizer() -> Any:
+    """A small byte-level BPE tokenizer (GPT-2 style) with a pad token and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=384,
+        special_tokens=list(_CHAT_SPECIAL),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [*WORDS, *sample_inputs("text-classification", 6), "what is the capital of france? paris."]
+    tokenizer.train_from_iterator(corpus * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        model_max_length=256,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _causal_config(family: str, vocab_size: int, eos: int, pad: int) -> Any:
+    import transformers
+
+    common: dict[str, Any] = {"vocab_size": vocab_size, "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": pad}
+    if family == "gpt2":
+        return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
+    decoder: dict[str, Any] = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": False,
+        **common,
+    }
+    if family == "llama":
+        return transformers.LlamaConfig(**decoder)
+    if family == "qwen2":
+        return transformers.Qwen2Config(**decoder)
+    raise ValueError(f"no tiny causal LM family {family!r}; choose one of {', '.join(CAUSAL_LM_FAMILIES)}")
+
+
+def tiny_causal_lm(family: str, directory: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random causal LM of ``family`` (gpt2, llama, qwen2) with its tokenizer into ``directory``."""
+    import torch
+    import transformers
+
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    tokenizer = _causal_tokenizer()
+    eos, pad = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|pad|>"])
+    config = _causal_config(family, len(tokenizer), eos, pad)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.eval()
+    model.generation_config.pad_token_id = pad
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
 def _image_parts() -> tuple[Any, Any]:
     import transformers
 
@@ -214,6 +294,8 @@ def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, 
     import transformers
 
     spec = TASKS[task]
+    if spec.generative:
+        return tiny_causal_lm(arch or "llama", directory, seed)
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     preprocessor: Any
@@ -303,11 +385,18 @@ class BackendConformance:
     image_architectures: ClassVar[tuple[str, ...]] = ("vit",)
     audio_architectures: ClassVar[tuple[str, ...]] = ("wav2vec2",)
 
+    #: Causal-LM families the text-generation checks run on (when the backend supports the task).
+    causal_lm_families: ClassVar[tuple[str, ...]] = CAUSAL_LM_FAMILIES
+    #: New tokens of the greedy checks.
+    generation_tokens: ClassVar[int] = 64
+
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        """Parametrise ``case`` (task, architecture) from the class attributes."""
+        """Parametrise ``case`` (task, architecture) and ``family`` (causal LM) from the class attributes."""
         if "case" in metafunc.fixturenames:
             cases = _model_cases(type(self))
             metafunc.parametrize("case", cases, ids=[f"{task}-{arch}" for task, arch in cases])
+        if "family" in metafunc.fixturenames:
+            metafunc.parametrize("family", list(type(self).causal_lm_families))
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -485,3 +574,149 @@ class BackendConformance:
         assert not errors, errors
         for index, result in results.items():
             assert outputs_close(result, serial[index % len(sentences)], atol=1e-5)
+
+    # ---- text generation (run only when the backend supports it) ----
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def causal_lms(cls, backend: Any, tiny_models: Any, export_cache: Any) -> Any:
+        """``get(family)`` -> (folder, model loaded on the backend, exported once per family)."""
+        if "text-generation" not in backend.supported_tasks():
+            pytest.skip(f"{cls.backend_name} does not support text-generation")
+        loaded: dict[str, tuple[Path, Any]] = {}
+
+        def get(family: str) -> tuple[Path, Any]:
+            if family not in loaded:
+                folder = tiny_models("text-generation", family)
+                model = backend.model_class().from_pretrained(
+                    folder,
+                    task="text-generation",
+                    export=True,
+                    export_cache=export_cache,
+                    strict=True,
+                    **dict(cls.options),
+                )
+                loaded[family] = (folder, model)
+            return loaded[family]
+
+        return get
+
+    def _float32(self, model: Any) -> bool:
+        return bool(model.backend.effective_dtype(model.options) == "float32")
+
+    def test_generation_greedy_matches_pytorch(self, causal_lms: Any, family: str) -> None:
+        import torch
+        import transformers
+
+        folder, model = causal_lms(family)
+        reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        count = self.generation_tokens
+        settings = {"max_new_tokens": count, "min_new_tokens": count, "do_sample": False}
+        single = tokenizer(["what is the capital of france?"], return_tensors="pt")
+        batch = tokenizer(
+            ["what is the capital of france?", "paris"], return_tensors="pt", padding=True, padding_side="left"
+        )
+        for inputs in (single, batch):
+            got = model.generate(**inputs, **settings)
+            assert got.shape == (inputs["input_ids"].shape[0], inputs["input_ids"].shape[1] + count)
+            if self._float32(model):
+                with torch.inference_mode():
+                    expected = reference.generate(**inputs, **settings)
+                assert torch.equal(got, expected), f"{family}: greedy tokens differ from PyTorch float32"
+
+    def _generation_model(self, causal_lms: Any) -> tuple[Path, Any, Any]:
+        import transformers
+
+        folder, model = causal_lms(self.causal_lm_families[0])
+        return folder, model, transformers.AutoTokenizer.from_pretrained(folder)
+
+    def test_generation_sampling_and_beam_search(self, causal_lms: Any) -> None:
+        import torch
+
+        _, model, tokenizer = self._generation_model(causal_lms)
+        inputs = tokenizer(
+            ["the movie was", "john lives in paris"], return_tensors="pt", padding=True, padding_side="left"
+        )
+        length = inputs["input_ids"].shape[1]
+        torch.manual_seed(0)
+        first = model.generate(**inputs, max_new_tokens=12, min_new_tokens=12, do_sample=True, top_k=20)
+        torch.manual_seed(0)
+        second = model.generate(**inputs, max_new_tokens=12, min_new_tokens=12, do_sample=True, top_k=20)
+        assert first.shape == (2, length + 12)
+        assert torch.equal(first, second), "sampling with the same seed must repeat"
+        beams = model.generate(
+            **inputs, max_new_tokens=10, min_new_tokens=10, num_beams=3, num_return_sequences=2, do_sample=False
+        )
+        assert beams.shape == (4, length + 10)
+
+    def test_generation_stop_strings_and_streaming(self, causal_lms: Any) -> None:
+        import transformers
+
+        _, model, tokenizer = self._generation_model(causal_lms)
+        inputs = tokenizer(["what is the capital"], return_tensors="pt")
+        length = inputs["input_ids"].shape[1]
+        full = model.generate(**inputs, max_new_tokens=24, min_new_tokens=24, do_sample=False)
+        new_tokens = full[0, length:]
+        # stop at the first word-like new token after the second: generation must end there, not at 24
+        words = [tokenizer.decode(token) for token in new_tokens[2:].tolist()]
+        stop = next((word for word in words if word.strip().isalpha()), None)
+        assert stop is not None, f"no word-like token to stop at in {words}"
+        stopped = model.generate(**inputs, max_new_tokens=24, do_sample=False, stop_strings=[stop], tokenizer=tokenizer)
+        assert stopped.shape[1] < full.shape[1], (repr(stop), full.tolist(), stopped.tolist())
+        assert tokenizer.decode(stopped[0, length:]).endswith(stop)
+        streamer = transformers.TextIteratorStreamer(tokenizer, skip_prompt=True)
+        worker = threading.Thread(
+            target=model.generate,
+            kwargs={**inputs, "max_new_tokens": 24, "min_new_tokens": 24, "do_sample": False, "streamer": streamer},
+        )
+        worker.start()
+        streamed = "".join(streamer)
+        worker.join()
+        assert streamed == tokenizer.decode(new_tokens)
+
+    def test_generation_pipeline_and_threads(self, causal_lms: Any) -> None:
+        import transformers
+
+        from acceleron import pipeline
+
+        _, model, _ = self._generation_model(causal_lms)
+        pipe = pipeline("text-generation", model=model)
+        assert isinstance(pipe, transformers.TextGenerationPipeline)
+        settings = {"max_new_tokens": 16, "min_new_tokens": 16, "do_sample": False}
+        chat = pipe([{"role": "user", "content": "what is the capital of france?"}], **settings)
+        assert chat[0]["generated_text"][-1]["role"] == "assistant"
+        prompts = ["what is the capital", "paris", "the movie was great fun", "john"]
+        serial = [pipe(prompt, **settings)[0]["generated_text"] for prompt in prompts]
+        results: dict[int, Any] = {}
+        errors: list[BaseException] = []
+
+        def work(index: int) -> None:
+            try:
+                for _ in range(2):
+                    results[index] = pipe(prompts[index], **settings)[0]["generated_text"]
+            except BaseException as error:  # surfaced below
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        assert [results[i] for i in range(len(prompts))] == serial
+
+    def test_generation_save_and_reload(self, causal_lms: Any, tmp_path: Path) -> None:
+        import torch
+
+        from acceleron.cache import ExportCache
+
+        _, model, tokenizer = self._generation_model(causal_lms)
+        saved = model.save_pretrained(tmp_path / "saved")
+        untouched = ExportCache(tmp_path / "must-stay-empty")
+        reloaded = type(model).from_pretrained(saved, export=False, export_cache=untouched, **dict(self.options))
+        assert not untouched.root.exists(), "loading a saved model must not export again"
+        assert reloaded.task.name == "text-generation"
+        inputs = tokenizer(["what is the capital"], return_tensors="pt")
+        settings = {"max_new_tokens": 16, "min_new_tokens": 16, "do_sample": False}
+        assert torch.equal(model.generate(**inputs, **settings), reloaded.generate(**inputs, **settings))

@@ -8,7 +8,7 @@ float32 it must be total. Tolerances depend on the precision the backend compute
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +37,16 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+#: Generative float32: logits of a deep decoder drift more between runtimes than an encoder's
+#: (SmolLM2-135M, 30 layers, logits up to about 30: max |diff| 2.4e-4 on ONNX Runtime, argmax identical).
+#: Greedy generation being token-identical is the conformance suite's stronger check.
+GENERATIVE_FLOAT32 = Tolerance(atol=1e-3, rtol=1e-4, min_agreement=1.0)
+
+
 def tolerance_for(task: TaskSpec, dtype: str) -> Tolerance:
     """The tolerance for a task computed in ``dtype``."""
+    if task.generative and dtype == "float32":
+        return GENERATIVE_FLOAT32
     return TOLERANCES.get(dtype, TOLERANCES["float32"])
 
 
@@ -95,14 +103,15 @@ def compare_outputs(
     candidate: Mapping[str, torch.Tensor],
     task: TaskSpec,
     dtype: str = "float32",
+    names: Sequence[str] | None = None,
 ) -> ValidationReport:
-    """Compare ``candidate`` outputs with ``reference`` for every output of ``task``."""
+    """Compare ``candidate`` outputs with ``reference`` for every output of ``task`` (or ``names``)."""
     import torch
 
     started = time.perf_counter()
     tolerance = tolerance_for(task, dtype)
     reports: list[OutputReport] = []
-    for name in task.output_names:
+    for name in names if names is not None else task.output_names:
         expected = reference.get(name)
         actual = candidate.get(name)
         if expected is None:

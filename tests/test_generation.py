@@ -1,0 +1,179 @@
+"""Text generation: the flat KV-cache helpers, the generative model class, and the conformance
+suite's generation checks on the ``torch`` reference backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import transformers
+
+from acceleron import kv_cache
+from acceleron.cache import ExportCache
+from acceleron.modeling import OptimizedModel, model_class_for, validate_artifact
+from acceleron.plugins import get_backend
+from acceleron.tasks import get_task
+from acceleron.testing import CAUSAL_LM_FAMILIES, BackendConformance, build_tiny_model, tiny_causal_lm
+
+
+class TestTorchGeneration(BackendConformance):
+    """The suite's generation checks on the reference backend (its other checks run in
+    test_reference_conformance.py)."""
+
+    backend_name = "torch"
+    text_architectures = ()
+    image_architectures = ()
+    audio_architectures = ()
+    test_entry_point_name_is_the_backend_name = None  # type: ignore[assignment]
+    test_availability_leaves_the_runtime_unimported = None  # type: ignore[assignment]
+    test_save_and_reload_round_trip = None  # type: ignore[assignment]
+    test_unsupported_task_is_refused = None  # type: ignore[assignment]
+    test_pipeline_matches_transformers = None  # type: ignore[assignment]
+    test_concurrent_calls_match_serial = None  # type: ignore[assignment]
+
+
+class TestTorchGenerationBfloat16(TestTorchGeneration):
+    """bfloat16 runs every check but token identity (which holds for float32 only)."""
+
+    options = {"dtype": "bfloat16"}
+    causal_lm_families = ("llama",)
+    generation_tokens = 16
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_causal_lm("llama", tmp_path_factory.mktemp("llama"))
+
+
+@pytest.mark.parametrize("family", CAUSAL_LM_FAMILIES)
+def test_flat_wrapper_matches_the_model_on_prefill_and_decode(family: str, tmp_path: Path) -> None:
+    folder = build_tiny_model("text-generation", tmp_path / family, arch=family)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    flat = kv_cache.FlatCacheCausalLM(model).eval()
+    layout = flat.layout
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.inference_mode():
+        full = model(input_ids=ids).logits
+        prefill = dict(
+            zip(
+                layout.output_names,
+                flat(
+                    ids[:, :4],
+                    torch.ones(1, 4, dtype=torch.long),
+                    torch.arange(4)[None],
+                    *layout.empty_past(1).values(),
+                ),
+            )
+        )
+        past = [prefill[name] for name in layout.present_names]
+        decode = dict(
+            zip(layout.output_names, flat(ids[:, 4:], torch.ones(1, 5, dtype=torch.long), torch.tensor([[4]]), *past))
+        )
+    assert torch.allclose(prefill["logits"], full[:, :4], atol=1e-5)
+    assert torch.allclose(decode["logits"], full[:, 4:], atol=1e-5)
+    assert decode["present.0.key"].shape == (1, layout.num_kv_heads, 5, layout.head_dim)
+
+
+def test_flat_round_trip_through_dynamic_cache(llama_folder: Path) -> None:
+    config = transformers.AutoConfig.from_pretrained(llama_folder)
+    layout = kv_cache.CacheLayout.from_config(config)
+    inputs = kv_cache.example_inputs(config, batch_size=2, sequence_length=1, past_length=4)
+    outputs = {name.replace("past_key_values", "present"): inputs[name] for name in layout.past_names}
+    cache = kv_cache.from_flat(outputs, layout, config)
+    assert cache.get_seq_length() == 4
+    back = kv_cache.to_flat(cache, layout, 2, torch.float32)
+    assert list(back) == layout.past_names
+    assert all(torch.equal(back[name], inputs[name]) for name in layout.past_names)
+    empty = kv_cache.to_flat(None, layout, 3, torch.float32)
+    assert all(tensor.shape == (3, layout.num_kv_heads, 0, layout.head_dim) for tensor in empty.values())
+
+
+def test_position_ids_skip_left_padding() -> None:
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert kv_cache.position_ids_for(mask, 3).tolist() == [[0, 1, 2], [2, 3, 4]]
+    assert kv_cache.position_ids_for(mask, 1).tolist() == [[2], [4]]
+
+
+def test_task_spec_hands_backends_the_flat_example(llama_folder: Path) -> None:
+    spec = get_task("text-generation")
+    model = spec.load_torch_model(llama_folder)
+    layout = kv_cache.CacheLayout.from_config(model.config)
+    example = spec.example_inputs(model)
+    assert list(example) == layout.input_names == spec.input_names(model)
+    assert spec.dynamic_axes(spec.input_names(model)) == layout.dynamic_axes()
+
+
+def test_validation_reports_prefill_and_decode(llama_folder: Path) -> None:
+    backend = get_backend("torch")
+    spec = get_task("text-generation")
+    model = spec.load_torch_model(llama_folder)
+    artifact = backend.find_artifact(llama_folder)
+    assert artifact is not None
+    report = validate_artifact(backend, artifact, model, spec, {})
+    assert report.passed, report.summary()
+    names = {output.name for output in report.outputs}
+    assert {"prefill.logits", "decode.logits", "prefill.present.0.key", "decode.present.1.value"} <= names
+
+
+def test_validation_fails_on_a_wrong_cache(llama_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = get_backend("torch")
+    spec = get_task("text-generation")
+    forward = type(backend)._forward
+
+    def broken(self: Any, session: Any, inputs: Any, task: Any) -> dict[str, torch.Tensor]:
+        outputs = forward(self, session, inputs, task)
+        outputs["present.0.key"] = outputs["present.0.key"] + 1.0
+        return outputs
+
+    monkeypatch.setattr(type(backend), "_forward", broken)
+    artifact = backend.find_artifact(llama_folder)
+    assert artifact is not None
+    report = validate_artifact(backend, artifact, spec.load_torch_model(llama_folder), spec, {})
+    assert not report.passed
+    assert [o.name for o in report.outputs if not o.passed] == ["prefill.present.0.key", "decode.present.0.key"]
+
+
+def test_model_class_is_generative_and_pipeline_is_stock(llama_folder: Path, tmp_path: Path) -> None:
+    from acceleron import pipeline
+    from acceleron.generation import GenerativeModel
+
+    model = model_class_for("torch").from_pretrained(
+        llama_folder, task="text-generation", export_cache=ExportCache(tmp_path / "cache")
+    )
+    assert isinstance(model, GenerativeModel) and isinstance(model, OptimizedModel)
+    assert isinstance(model, transformers.GenerationMixin)
+    assert type(model) is type(model_class_for("torch").from_pretrained(llama_folder, task="text-generation"))
+    assert model.can_generate() and model.generation_config.pad_token_id is not None
+    assert model.config.is_encoder_decoder is False
+    pipe = pipeline("text-generation", str(llama_folder), accelerator="torch")
+    assert type(pipe) is transformers.TextGenerationPipeline
+    result = pipe("the movie was", max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert result[0]["generated_text"].startswith("the movie was")
+
+
+def test_each_step_feeds_only_new_tokens(llama_folder: Path) -> None:
+    model = model_class_for("torch").from_pretrained(llama_folder, task="text-generation")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(llama_folder)
+    seen: list[tuple[int, int, int]] = []
+    forward = model.backend._forward
+
+    def spy(session: Any, inputs: dict[str, torch.Tensor], task: Any) -> dict[str, torch.Tensor]:
+        seen.append(
+            (inputs["input_ids"].shape[1], inputs["past_key_values.0.key"].shape[2], inputs["attention_mask"].shape[1])
+        )
+        return forward(session, inputs, task)
+
+    model.backend = type(
+        "Spy", (), {"_forward": staticmethod(spy), "__getattr__": lambda s, n: getattr(forward.__self__, n)}
+    )()
+    inputs = tokenizer(["what is the capital"], return_tensors="pt")
+    length = inputs["input_ids"].shape[1]
+    model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert seen == [
+        (length, 0, length),
+        (1, length, length + 1),
+        (1, length + 1, length + 2),
+        (1, length + 2, length + 3),
+    ]

@@ -52,6 +52,7 @@ SUPPORTED_TASKS = frozenset(
         "fill-mask",
         "image-classification",
         "audio-classification",
+        "text-generation",
     }
 )
 
@@ -132,10 +133,13 @@ class OrtBackend(Backend):
         exporting.store_weights(path)
         fused = fusion.fuse(path, model.config, external_data=bool(external_data_files(path))) if optimize else {}
         if int8:
-            from acceleron_ort.quantize import quantize_int8
+            from acceleron_ort.quantize import quantize_int8, quantize_weights_int8
 
             target = output_dir / DEFAULT_FILE_NAME
-            quantize_int8(path, target, external_data=bool(external_data_files(path)))
+            if task.generative:
+                quantize_weights_int8(path, target)
+            else:
+                quantize_int8(path, target, external_data=bool(external_data_files(path)))
             shutil.rmtree(folder)
             path = target
             exporting.store_weights(path)
@@ -157,7 +161,7 @@ class OrtBackend(Backend):
     def load(self, artifact: Path, task: TaskSpec, options: Mapping[str, Any]) -> OrtSession:
         from acceleron_ort.session import OrtSession
 
-        return OrtSession.create(artifact, task.output_names, options)
+        return OrtSession.create(artifact, task.output_names, options, generative=task.generative)
 
     def _forward(
         self, session: OrtSession, inputs: Mapping[str, torch.Tensor], task: TaskSpec

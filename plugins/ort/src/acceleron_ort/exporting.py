@@ -77,13 +77,37 @@ def _quiet_export() -> Iterator[None]:
             torch_onnx_logger.setLevel(level)
 
 
-def _dynamic_shapes(names: list[str], axes: Mapping[str, Mapping[int, str]]) -> tuple[tuple[dict[int, Any], ...]]:
-    """``dynamic_shapes`` for the positional wrapper: one ``Dim`` per axis name, shared across inputs."""
+def _dynamic_shapes(
+    names: list[str], axes: Mapping[str, Mapping[int, str]], *, generative: bool = False
+) -> tuple[Any, ...]:
+    """``dynamic_shapes`` for the traced wrapper: one ``Dim`` per axis name, shared across inputs.
+
+    The positional wrapper takes ``*args`` (one tuple of specs); the flat-cache wrapper takes
+    ``input_ids, attention_mask, position_ids, *past`` (three specs, then a tuple for the past).
+    """
     dims: dict[str, Any] = {}
     per_input = []
     for name in names:
         per_input.append({axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes[name].items()})
+    if generative:
+        return (*per_input[:3], tuple(per_input[3:]))
     return (tuple(per_input),)
+
+
+def _flat_cache_wrapper(
+    model: PreTrainedModel, example_inputs: Mapping[str, torch.Tensor]
+) -> tuple[torch.nn.Module, list[str], list[str], dict[str, dict[int, str]]]:
+    """The traced module, input and output names and dynamic axes of a causal LM's flat-cache graph."""
+    from acceleron.kv_cache import FlatCacheCausalLM
+
+    wrapper = FlatCacheCausalLM(model)
+    layout = wrapper.layout
+    if list(example_inputs) != layout.input_names:
+        raise ExportError(
+            f"text-generation exports take the flat KV-cache inputs {', '.join(layout.input_names[:4])}, ... "
+            f"(acceleron.kv_cache.example_inputs), not {', '.join(example_inputs)}."
+        )
+    return wrapper, layout.input_names, layout.output_names, layout.dynamic_axes()
 
 
 def torch_to_onnx(
@@ -95,11 +119,21 @@ def torch_to_onnx(
     exporter: str,
     opset: int | None,
 ) -> Path:
-    """Export ``model`` to ``path`` with the chosen exporter; returns ``path``."""
-    input_names = list(example_inputs)
-    output_names = list(task.output_names)
-    axes = task.dynamic_axes(input_names)
-    wrapper = _PositionalOutputs(model, input_names, output_names).eval()
+    """Export ``model`` to ``path`` with the chosen exporter; returns ``path``.
+
+    Generative tasks export :class:`~acceleron.kv_cache.FlatCacheCausalLM`: one graph for the
+    prefill and the decode steps, with the past key/values as inputs and the present ones as outputs.
+    """
+    wrapper: torch.nn.Module
+    if task.generative:
+        wrapper, input_names, output_names, axes = _flat_cache_wrapper(model, example_inputs)
+    else:
+        input_names = list(example_inputs)
+        output_names = list(task.output_names)
+        axes = task.dynamic_axes(input_names)
+        wrapper = _PositionalOutputs(model, input_names, output_names)
+    # eval() on the wrapper itself: export restores the wrapper's training mode, and with it the model's.
+    wrapper.eval()
     args = tuple(example_inputs.values())
     with _quiet_export(), torch.no_grad():
         if exporter == "torchscript":
@@ -128,7 +162,7 @@ def torch_to_onnx(
                 str(path),
                 input_names=input_names,
                 output_names=output_names,
-                dynamic_shapes=_dynamic_shapes(input_names, axes),
+                dynamic_shapes=_dynamic_shapes(input_names, axes, generative=task.generative),
                 opset_version=opset,
                 dynamo=True,
                 verbose=False,

@@ -7,6 +7,10 @@ chosen on the MiniLM sentiment classifier (1024 held-out sentences, agreement wi
 the plugin README has the whole table): the quantizer's defaults agree on 96.1% in the length-sorted
 batches acceleron's pipeline runs, per-channel weights on 98.1%, per-channel MatMul-only on 98.9%
 with accuracy 88.5% against float32's 88.6%.
+
+text-generation models get weight-only int8 instead (:func:`quantize_weights_int8`): a decoder's
+first token carries huge activations, and one dynamic per-tensor scale for a whole prefill then
+crushes every other token (SmolLM2-135M: prefill argmax agreement with PyTorch 42%).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from acceleron.errors import ExportError
@@ -58,4 +63,43 @@ def quantize_int8(source: Path, target: Path, *, external_data: bool) -> Path:
             )
     except Exception as error:
         raise ExportError(f"int8 quantisation of {source.name} failed: {type(error).__name__}: {error}") from error
+    return target
+
+
+#: Weight-only int8 for text-generation: symmetric blocks of 128 weights along the input axis, one
+#: scale each (``MatMulNBits``). Accuracy level 4 lets the kernel quantise activations per block
+#: too, at run time. Measured on SmolLM2-135M-Instruct, one thread, decode ms/token: float32 64.0,
+#: dynamic int8 40.9, this 34.4, the same with float32 compute 643; argmax agreement with PyTorch
+#: on the validation prefill 92% (dynamic int8: 42%) and 100% on the decode step.
+WEIGHT_BITS = 8
+WEIGHT_BLOCK_SIZE = 128
+WEIGHT_ACCURACY_LEVEL = 4
+
+
+def quantize_weights_int8(source: Path, target: Path) -> Path:
+    """Write ``source`` with every constant-weight ``MatMul`` as blockwise int8 ``MatMulNBits`` to ``target``.
+
+    The weights go to ``<target>.data`` beside it.
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    chatty = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)  # it logs every node at INFO
+    try:
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(source)),
+            bits=WEIGHT_BITS,
+            block_size=WEIGHT_BLOCK_SIZE,
+            is_symmetric=True,
+            accuracy_level=WEIGHT_ACCURACY_LEVEL,
+        )
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=True)
+    except Exception as error:
+        raise ExportError(
+            f"weight-only int8 quantisation of {source.name} failed: {type(error).__name__}: {error}"
+        ) from error
+    finally:
+        chatty.setLevel(level)
     return target

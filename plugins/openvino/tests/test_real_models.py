@@ -1,4 +1,4 @@
-"""Accuracy of the ``ov`` backend on the real models (the sentiment classifier and MiniLM); never timings.
+"""Accuracy of the ``ov`` backend on the real models (the sentiment classifier, MiniLM, SmolLM2); never timings.
 
 Runs only with ``ACCELERON_REAL_MODELS=1`` (the assets are built once by ``python benchmarks/assets.py prepare``)::
 
@@ -155,3 +155,77 @@ def test_minilm_embeddings_keep_their_direction(
     cosine = (_embeddings(model, minilm_batches) * minilm_reference).sum(-1)
     assert len(cosine) == EMBEDDED_SENTENCES
     assert float(cosine.min()) >= minimum, f"{dtype}: lowest cosine {float(cosine.min()):.6f}"
+
+
+# ---- SmolLM2-135M-Instruct: greedy chat answers (text-generation on the flat KV cache) ----
+
+CHAT_PROMPT = "What is the capital of France?"
+CHAT_NEW_TOKENS = 64
+
+
+@pytest.fixture(scope="module")
+def smollm2(assets: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The PyTorch float32 model, its tokenizer and the chat prompt, encoded."""
+    model, tokenizer = assets.load_smollm2()
+    encoded = tokenizer.apply_chat_template(
+        [{"role": "user", "content": CHAT_PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    return model, tokenizer, dict(encoded)
+
+
+@pytest.fixture(scope="module")
+def smollm2_reference(smollm2: tuple[Any, Any, dict[str, Any]]) -> Any:
+    import torch
+
+    model, _, encoded = smollm2
+    with torch.inference_mode():
+        output = model.generate(**encoded, max_new_tokens=CHAT_NEW_TOKENS, do_sample=False)
+    return output[0, encoded["input_ids"].shape[1] :]
+
+
+def _ov_greedy(model: Any, tokenizer: Any, encoded: dict[str, Any], folder: Path, **options: Any) -> Any:
+    """Greedy decoding on the ``ov`` backend's step graph, stopping at the end-of-sequence token."""
+    import torch
+    from acceleron_openvino.plugin import OpenVINOBackend
+
+    from acceleron.kv_cache import CacheLayout, example_inputs, from_flat, position_ids_for, to_flat
+    from acceleron.tasks import get_task
+
+    task = get_task("text-generation")
+    backend = OpenVINOBackend()
+    checked = backend.check_options({**options, "compile_cache": False})
+    folder.mkdir(parents=True, exist_ok=True)
+    session = backend.load(backend.export(model, task, example_inputs(model.config), folder, checked), task, checked)
+    layout = CacheLayout.from_config(model.config)
+    tokens, mask, cache, generated = encoded["input_ids"], encoded["attention_mask"], None, []
+    for _ in range(CHAT_NEW_TOKENS):
+        inputs = {
+            "input_ids": tokens,
+            "attention_mask": mask,
+            "position_ids": position_ids_for(mask, tokens.shape[1]),
+            **to_flat(cache, layout, 1, torch.float32),
+        }
+        outputs = backend._forward(session, inputs, task)
+        tokens = outputs["logits"][:, -1].argmax(-1, keepdim=True)
+        generated.append(tokens)
+        if int(tokens) == tokenizer.eos_token_id:
+            break
+        cache = from_flat(outputs, layout, model.config)
+        mask = torch.cat([mask, torch.ones_like(tokens)], dim=1)
+    return torch.cat(generated, dim=1)[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "auto", "int8"])
+def test_smollm2_chat_answer_names_paris(
+    smollm2: tuple[Any, Any, dict[str, Any]], smollm2_reference: Any, tmp_path: Path, dtype: str
+) -> None:
+    import torch
+
+    if dtype == "int8":
+        pytest.importorskip("nncf", reason="dtype='int8' needs the int8 extra (NNCF)")
+    model, tokenizer, encoded = smollm2
+    got = _ov_greedy(model, tokenizer, encoded, tmp_path / dtype, dtype=dtype)
+    answer = tokenizer.decode(got, skip_special_tokens=True)
+    assert "Paris" in answer, f"{dtype}: {answer!r}"
+    if dtype == "float32":
+        assert torch.equal(got, smollm2_reference), f"{answer!r} vs {tokenizer.decode(smollm2_reference)!r}"

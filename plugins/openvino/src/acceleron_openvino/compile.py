@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acceleron.errors import AcceleronError
+from acceleron.errors import AcceleronError, InvalidOptionError
 from acceleron.tasks import BATCH
 from acceleron_openvino.artifacts import IR_SUFFIX, error_reason, read_model
 from acceleron_openvino.export import compress_weights_int8, is_weight_compressed
@@ -47,6 +47,11 @@ def compile_session(artifact: Path, task: TaskSpec, runtime: RuntimeOptions) -> 
         model = compress_weights_int8(model)
         compressed = changed = True
     if runtime.static_shapes:
+        if task.generative:
+            raise InvalidOptionError(
+                "static_batch_size/static_sequence_length do not apply to text-generation (every step has "
+                "other lengths); load the model without them."
+            )
         _reshape(model, task, runtime)
         changed = True
     hint = precision_hint(runtime)

@@ -1,6 +1,7 @@
 """The ``ov`` backend: OpenVINO, registered through the ``acceleron.backends`` entry point.
 
-Export converts the PyTorch model with ``openvino.convert_model`` and saves IR; load reads IR (or an
+Export converts the PyTorch model with ``openvino.convert_model`` and saves IR (for text-generation,
+one decoder step on acceleron's flat KV-cache protocol: see ``generation.py``); load reads IR (or an
 ONNX file found in the model folder) and compiles it once per model and device; ``_forward`` runs
 one borrowed infer request per call. Importing this module imports neither OpenVINO nor torch.
 """
@@ -36,6 +37,7 @@ TASKS = frozenset(
         "fill-mask",
         "image-classification",
         "audio-classification",
+        "text-generation",
     }
 )
 
@@ -118,7 +120,12 @@ class OpenVINOBackend(Backend):
     ) -> Path:
         from acceleron_openvino.export import compress_weights_int8, convert_pytorch, save_ir
 
-        ov_model = convert_pytorch(model, task, example_inputs)
+        if task.generative:
+            from acceleron_openvino.generation import convert_causal_lm
+
+            ov_model = convert_causal_lm(model, example_inputs)
+        else:
+            ov_model = convert_pytorch(model, task, example_inputs)
         if options.get("dtype") == "int8":
             ov_model = compress_weights_int8(ov_model)
         return save_ir(ov_model, output_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -20,6 +20,12 @@ from acceleron_ipex.build import (
     prepare,
 )
 from acceleron_ipex.recipe import Recipe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+#: The auto class of text-generation recipes: their session runs one step of the flat KV-cache protocol.
+CAUSAL_LM = "AutoModelForCausalLM"
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,14 @@ def load_session(artifact: Path, recipe: Recipe) -> Session:
             ) from error
         return Session(module.eval(), recipe, "torchscript")
     model = rebuild_model(artifact, recipe)
-    wrapped = PositionalOutputs(prepare(model, recipe.engine, recipe.dtype), recipe.inputs, recipe.outputs)
+    prepared = prepare(model, recipe.engine, recipe.dtype)
+    if recipe.auto_class == CAUSAL_LM:
+        from acceleron.kv_cache import FlatCacheCausalLM
+
+        if recipe.compile:
+            raise AcceleronError(f"{artifact}: compile is not supported for text-generation; export it again.")
+        return Session(FlatCacheCausalLM(cast("PreTrainedModel", prepared)).eval(), recipe, "eager")
+    wrapped = PositionalOutputs(prepared, recipe.inputs, recipe.outputs)
     if recipe.compile:
         return Session(compile_module(wrapped, recipe.compile), recipe, "compile")
     return Session(wrapped, recipe, "eager")
@@ -73,13 +86,22 @@ def rebuild_model(weights: Path, recipe: Recipe) -> torch.nn.Module:
     return model.eval()
 
 
-def run(session: Session, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Run ``inputs`` through the session; outputs by name, in float32. Safe from several threads at once."""
+def run(session: Session, inputs: Mapping[str, torch.Tensor], generative: bool = False) -> dict[str, torch.Tensor]:
+    """Run ``inputs`` through the session; outputs by name. Safe from several threads at once.
+
+    Outputs are float32, except a decoder step's ``present.*`` cache tensors: they stay in the dtype the
+    model computes in (bfloat16 weights keep a bfloat16 cache), so that no step copies the whole cache.
+    """
     recipe = session.recipe
     args = [_input(name, inputs) for name in recipe.inputs]
     cast = cast_floats(dict(zip(recipe.inputs, args)), session.float_dtype)
     with torch.inference_mode(), compute_context(recipe.engine, recipe.dtype):
         result = session.module(*(cast[name] for name in recipe.inputs))
+    if generative:
+        return {
+            name: tensor if name.startswith("present.") else tensor.float()
+            for name, tensor in zip(recipe.outputs, result)
+        }
     return {name: tensor.float() for name, tensor in zip(recipe.outputs, result)}
 
 
@@ -88,8 +110,16 @@ def _input(name: str, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     if value is not None:
         return value
     ids = inputs.get("input_ids")
+    mask = inputs.get("attention_mask")
+    if ids is not None and mask is not None and name == "position_ids":
+        from acceleron.kv_cache import position_ids_for
+
+        return position_ids_for(mask, ids.shape[1])  # left padding: count only the unmasked tokens
     # The model's own defaults when a tokenizer leaves these out: no padding, one segment.
     if ids is not None and name == "attention_mask":
+        past = inputs.get("past_key_values.0.key")
+        if past is not None:  # a decoder step: the mask covers the cache and the new tokens
+            return torch.ones(ids.shape[0], past.shape[2] + ids.shape[1], dtype=ids.dtype)
         return torch.ones_like(ids)
     if ids is not None and name == "token_type_ids":
         return torch.zeros_like(ids)

@@ -26,6 +26,8 @@ ENTRY_POINTS = {"ort": "ort", "openvino": "ov", "ipex": "ipex"}  # plugin folder
 #: A plugin's optional extras that work with the pinned torch (ipex's extra needs torch 2.8: its own session).
 PLUGIN_EXTRAS = {"ort": "[dynamo]", "openvino": "[int8]"}
 TEST_DEPS = ("pytest", "pillow", "matplotlib")
+#: What benchmarks/assets.py needs to convert SmolLM2 from its GGUF file (demo, bench, real-model tests).
+REAL_MODEL_DEPS = ("gguf", "accelerate")
 #: The last IPEX release and the only torch it imports next to. IPEX is retired: these never move.
 REAL_IPEX = ("torch==2.8.0", "intel-extension-for-pytorch==2.8.0")
 ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -128,7 +130,7 @@ def _check_backends(session: nox.Session, python: str, expect_ok: set[str]) -> N
 def demo(session: nox.Session) -> None:
     """The README's first command: real models on every backend that exists."""
     plugin_args = _plugin_args()
-    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args)
+    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args, *REAL_MODEL_DEPS)
     session.run("python", str(ROOT / "examples" / "demo.py"), *session.posargs, env=ENV)
 
 
@@ -136,7 +138,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmark of every installed backend against eager PyTorch."""
     plugin_args = _plugin_args()
-    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args, "matplotlib")
+    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args, "matplotlib", *REAL_MODEL_DEPS)
     env = {**ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     session.run("python", str(ROOT / "benchmarks" / "bench.py"), *session.posargs, env=env)
 

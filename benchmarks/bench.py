@@ -17,8 +17,26 @@ Per variant (backend x dtype) it measures, with the thread count fixed and repor
 The reference is the stock ``transformers.pipeline`` on eager PyTorch float32 (row
 ``transformers/float32``); ``torch/...`` rows are acceleron's PyTorch reference backend.
 
+``--workload generation`` (also run by the default ``--workload all``) benchmarks text generation on
+SmolLM2-135M-Instruct (``--tiny``: a tiny random Llama). The reference is the stock transformers
+model's ``generate()`` on eager PyTorch float32; every other variant is
+``acceleron.pipeline("text-generation", accelerator=..., dtype=...)`` and its model's ``generate()``.
+Per variant it measures, greedy, with ``--new-tokens`` new tokens forced (``min_new_tokens`` equal
+to ``max_new_tokens``, so every run generates the same count) on chat-formatted prompts:
+
+* time to first token (prefill and the first token, from the call to ``generate()``) and decode
+  throughput (new tokens per second over the batch, the first token excluded), at batch 1 and at
+  batch ``--generation-batch`` (that many different prompts, left-padded), timed with a streamer;
+* the pipeline's greedy chat answer to "What is the capital of France?" (up to 64 new tokens,
+  stopping at the end of the turn) and whether it names Paris;
+* token agreement with the reference: the share of generated tokens before the first one that
+  differs from the reference's, averaged over the sequences, and the count of identical sequences.
+
+A variant whose ``pipeline()`` (or generation) raises for text-generation is skipped and listed.
+
 Timed runs are repeated and interleaved across variants after one warm-up; medians are reported
-with min and max. Output: a table on the terminal, a JSON file and a PNG chart.
+with min and max. Output: a table on the terminal, a JSON file and a PNG chart per workload
+(``bench.json``/``bench.png`` for classification, ``generation.json``/``generation.png``).
 """
 
 from __future__ import annotations
@@ -338,6 +356,358 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+# ------------------------------------------------------------------------------------------ generation
+
+#: One prompt per row of the larger batch; the first is the chat check.
+GENERATION_PROMPTS = (
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain in two sentences why the sky is blue.",
+    "Give me three tips for learning a new language.",
+    "What is the difference between a virus and a bacterium?",
+    "Summarise the plot of Romeo and Juliet in one paragraph.",
+    "How do I reverse a list in Python?",
+    "Suggest a name for a friendly robot and say why you chose it.",
+)
+CHAT_CHECK_PROMPT, CHAT_CHECK_ANSWER, CHAT_CHECK_NEW_TOKENS = "What is the capital of France?", "Paris", 64
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }} {{ message['content'] }}<|im_end|> "
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
+)
+
+
+def tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
+    """A tiny random Llama with a word-level tokenizer and a chat template, saved to ``folder``."""
+    import re
+
+    import tokenizers
+    import torch
+    import transformers
+
+    from acceleron.testing import WORDS
+
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    prompt_words = {w.lower() for p in GENERATION_PROMPTS for w in re.findall(r"\w+|[^\w\s]", p)}
+    words = sorted(prompt_words | {w.lower() for w in WORDS} | {"user", "assistant", "system"})
+    vocab = {token: index for index, token in enumerate([*specials, *words])}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    backend.normalizer = tokenizers.normalizers.Lowercase()
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=256,
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    config = transformers.LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=vocab["<|im_start|>"],
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<pad>"],
+    )
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+class _TokenClock:
+    """A streamer that only notes when ``generate()`` hands over the prompt and then each new token."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value: Any) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def _chat_batch(tokenizer: Any, prompts: Sequence[str]) -> dict[str, Any]:
+    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    encoded = tokenizer.apply_chat_template(
+        conversations, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+    )
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def _timed_generate(model: Any, inputs: dict[str, Any], new_tokens: int, pad_token_id: int) -> tuple[float, float, Any]:
+    """Greedy ``generate()`` of exactly ``new_tokens`` tokens: (time to first token s, decode tokens/s, new ids)."""
+    import torch
+
+    clock = _TokenClock()
+    with torch.inference_mode():
+        started = time.perf_counter()
+        output = model.generate(
+            **inputs,
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            pad_token_id=pad_token_id,
+            streamer=clock,
+        )
+    new_ids = output[:, inputs["input_ids"].shape[1] :]
+    # clock.times: the prompt, then one entry per new token.
+    if new_ids.shape[1] != new_tokens or len(clock.times) != new_tokens + 1:
+        raise RuntimeError(
+            f"expected {new_tokens} new tokens, got {new_ids.shape[1]} ({len(clock.times) - 1} streamed)"
+        )
+    first_token_s = clock.times[1] - started
+    decode_tokens = new_ids.shape[0] * (new_tokens - 1)
+    return first_token_s, decode_tokens / (clock.times[-1] - clock.times[1]), new_ids
+
+
+def _chat_answer(pipe: Any) -> str:
+    """The pipeline's greedy answer to the chat check (chat-message input, stops at the end of the turn)."""
+    out = pipe([{"role": "user", "content": CHAT_CHECK_PROMPT}], max_new_tokens=CHAT_CHECK_NEW_TOKENS, do_sample=False)
+    generated = out[0]["generated_text"]
+    if isinstance(generated, list):  # the conversation, with the answer as the last message
+        return str(generated[-1]["content"])
+    return str(generated)
+
+
+def _agreement(ids: Any, reference: Any) -> tuple[float, int]:
+    """Mean share of tokens before the first difference from the reference, and identical rows."""
+    same = (ids == reference).long()
+    prefix = same.cumprod(dim=1).sum(dim=1)
+    return float(prefix.float().mean() / ids.shape[1]), int((prefix == ids.shape[1]).sum())
+
+
+def _default_backend(task: str, folder: Path) -> str | None:
+    from acceleron.plugins import get_plugin_manager
+
+    try:
+        return get_plugin_manager().select(task, str(folder)).name
+    except Exception:  # no backend serves the task yet
+        return None
+
+
+def run_generation(
+    folder: Path,
+    variants: list[Variant],
+    *,
+    threads: int,
+    new_tokens: int,
+    batch: int,
+    repeats: int,
+    model_name: str = "SmolLM2-135M-Instruct",
+) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from acceleron import pipeline
+
+    torch.set_num_threads(threads)
+    options = {"num_threads": threads}
+    cache_root = Path(tempfile.mkdtemp(prefix="acceleron-bench-gen-cache-"))
+    sizes = sorted({1, batch})
+    skipped: list[dict[str, str]] = []
+    for variant in variants:
+        print(f"preparing {variant.name} for text-generation ...", file=sys.stderr, flush=True)
+        try:
+            if variant.backend == STOCK:
+                load_s, variant.pipe = _timed(
+                    transformers.pipeline, "text-generation", model=str(folder), device="cpu", dtype=torch.float32
+                )
+            else:
+                load_s, variant.pipe = _timed(
+                    pipeline,
+                    "text-generation",
+                    str(folder),
+                    accelerator=variant.backend,
+                    dtype=variant.dtype,
+                    accelerator_options=options,
+                    model_kwargs={"export_cache": cache_root / variant.name.replace("/", "-")},
+                )
+        except Exception as error:  # a backend without text-generation (yet), a missing extra
+            skipped.append(_skip(variant, error))
+            continue
+        variant.record("cold_start_s", load_s)
+        report = getattr(variant.pipe.model, "report", None)
+        variant.results["runtime"] = report()["runtime"] if report else {"dtype": "float32", "engine": "eager"}
+    variants[:] = [variant for variant in variants if "skipped" not in variant.results]
+    if not variants or variants[0].backend != STOCK:
+        raise RuntimeError("the eager PyTorch reference could not be built")
+
+    tokenizer = variants[0].pipe.tokenizer
+    tokenizer.padding_side = "left"
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    inputs = {size: _chat_batch(tokenizer, GENERATION_PROMPTS[:size]) for size in sizes}
+    for variant in list(variants):  # warm-up: the tokens agreement is measured on, and the chat answer
+        try:
+            for size in sizes:
+                variant.results[f"ids_b{size}"] = _timed_generate(
+                    variant.pipe.model, inputs[size], new_tokens, pad_token_id
+                )[2]
+            variant.results["chat_answer"] = _chat_answer(variant.pipe)
+        except Exception as error:  # a backend whose generation fails is reported, not fatal
+            if variant.backend == STOCK:
+                raise
+            skipped.append(_skip(variant, error))
+            variants.remove(variant)
+
+    for repeat in range(repeats):
+        print(f"generation timing, round {repeat + 1} of {repeats} ...", file=sys.stderr, flush=True)
+        for variant in variants:
+            for size in sizes:
+                first_s, decode_rate, _ = _timed_generate(variant.pipe.model, inputs[size], new_tokens, pad_token_id)
+                variant.record(f"first_token_ms_b{size}", first_s * 1000)
+                variant.record(f"decode_tokens_per_s_b{size}", decode_rate)
+
+    return _summarise_generation(
+        folder,
+        variants,
+        skipped,
+        sizes=sizes,
+        model_name=model_name,
+        settings={"threads": threads, "new_tokens": new_tokens, "batch_sizes": sizes, "repeats": repeats},
+    )
+
+
+def _skip(variant: Variant, error: BaseException) -> dict[str, str]:
+    lines = str(error).strip().splitlines()
+    message = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    print(f"skipping {variant.name}: {message}", file=sys.stderr, flush=True)
+    variant.results["skipped"] = message
+    return {"variant": variant.name, "reason": message}
+
+
+def _summarise_generation(
+    folder: Path,
+    variants: list[Variant],
+    skipped: list[dict[str, str]],
+    *,
+    sizes: list[int],
+    model_name: str,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    reference = variants[0]
+    rows = []
+    for variant in variants:
+        stats = {metric: _stats(values) for metric, values in variant.timings.items()}
+        answer = variant.results["chat_answer"]
+        row: dict[str, Any] = {
+            "variant": variant.name,
+            "backend": variant.backend,
+            "dtype": variant.dtype,
+            "runtime": variant.results["runtime"],
+            **stats,
+            "chat_answer": answer,
+            "names_paris": CHAT_CHECK_ANSWER in answer,
+        }
+        for size in sizes:
+            rate = f"decode_tokens_per_s_b{size}"
+            row[f"decode_speedup_vs_stock_b{size}"] = stats[rate]["median"] / statistics.median(reference.timings[rate])
+            agreement, identical = _agreement(variant.results[f"ids_b{size}"], reference.results[f"ids_b{size}"])
+            row[f"token_agreement_b{size}"] = agreement
+            row[f"identical_sequences_b{size}"] = identical
+        rows.append(row)
+    return {
+        "workload": "text-generation",
+        "settings": {
+            **settings,
+            "model": str(folder),
+            "model_name": model_name,
+            "prompts": list(GENERATION_PROMPTS[: max(sizes)]),
+            "default_backend": _default_backend("text-generation", folder),
+        },
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "versions": _versions(),
+        "results": rows,
+        "skipped": skipped,
+    }
+
+
+def format_generation_table(report: dict[str, Any]) -> str:
+    sizes = report["settings"]["batch_sizes"]
+    header = f"{'variant':<18}"
+    for size in sizes:
+        header += f"{f'ttft{size} ms':>11}{f'tok/s b{size}':>11}{'x':>7}{f'agree b{size}':>10}"
+    header += f"{'load s':>8}  chat answer"
+    lines = [header, "-" * len(header)]
+    for row in report["results"]:
+        line = f"{row['variant']:<18}"
+        for size in sizes:
+            line += (
+                f"{row[f'first_token_ms_b{size}']['median']:>11.1f}"
+                f"{row[f'decode_tokens_per_s_b{size}']['median']:>11.1f}"
+                f"{row[f'decode_speedup_vs_stock_b{size}']:>6.2f}x"
+                f"{row[f'token_agreement_b{size}']:>10.1%}"
+            )
+        answer = " ".join(row["chat_answer"].split())
+        mark = "ok" if row["names_paris"] else "NO PARIS"
+        line += f"{row['cold_start_s']['median']:>8.1f}  [{mark}] {answer[:60]!r}"
+        lines.append(line)
+    for entry in report["skipped"]:
+        lines.append(f"{entry['variant']:<18}skipped: {entry['reason'][:100]}")
+    settings = report["settings"]
+    lines.append(
+        f"text-generation on {settings['model_name']}: greedy, {settings['new_tokens']} new tokens per row, "
+        f"batches {', '.join(map(str, sizes))} (left-padded chat prompts), {settings['threads']} threads, "
+        f"{settings['repeats']} interleaved rounds (medians); ttft = time to first token; tok/s = decode tokens/s "
+        "over the batch, first token excluded; x = decode tok/s / stock transformers generate() (eager float32); "
+        f"agree = greedy tokens matching the reference up to the first difference; default backend: "
+        f"{settings['default_backend']}"
+    )
+    return "\n".join(lines)
+
+
+def write_generation_chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    sizes = report["settings"]["batch_sizes"]
+    names = [row["variant"] for row in rows]
+    width = 0.8 / len(sizes)
+    figure, axis = plt.subplots(figsize=(max(6.0, 1.3 * len(rows)), 4.8))
+    top = 1.0
+    for index, size in enumerate(sizes):
+        speedups = [row[f"decode_speedup_vs_stock_b{size}"] for row in rows]
+        top = max(top, *speedups)
+        positions = [i + (index - (len(sizes) - 1) / 2) * width for i in range(len(rows))]
+        bars = axis.bar(positions, speedups, width, label=f"batch {size}")
+        for bar, row in zip(bars, rows):
+            note = (
+                f"{row[f'decode_speedup_vs_stock_b{size}']:.2f}x\n{row[f'decode_tokens_per_s_b{size}']['median']:.0f}/s"
+            )
+            axis.annotate(
+                note, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7
+            )
+    axis.axhline(1.0, color="black", linewidth=0.8)
+    axis.set_xticks(
+        range(len(rows)), [f"{n}\n{'Paris' if r['names_paris'] else 'no Paris'}" for n, r in zip(names, rows)]
+    )
+    axis.set_ylabel("decode tokens/s vs stock transformers (eager float32)")
+    settings = report["settings"]
+    axis.set_title(
+        f"text-generation, {settings['model_name']}\ngreedy, {settings['new_tokens']} new tokens, "
+        f"{settings['threads']} threads",
+        fontsize=10,
+    )
+    axis.set_ylim(0, top * 1.35)
+    axis.legend(loc="upper left", fontsize=8)
+    plt.setp(axis.get_xticklabels(), rotation=20, ha="right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", help="comma-separated backends (default: torch and every installed one)")
@@ -348,16 +718,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for JSON and PNG")
-    parser.add_argument("--tiny", action="store_true", help="a tiny random model and synthetic sentences")
+    parser.add_argument("--tiny", action="store_true", help="tiny random models and synthetic sentences")
+    parser.add_argument(
+        "--workload",
+        choices=("all", "classification", "generation"),
+        default="all",
+        help="classification (and embeddings) on the sentiment model, text generation on SmolLM2, or both",
+    )
+    parser.add_argument("--new-tokens", type=int, default=64, help="generation: new tokens per run (forced)")
+    parser.add_argument(
+        "--generation-batch",
+        type=int,
+        default=len(GENERATION_PROMPTS),
+        help="generation: the larger batch (different prompts); batch 1 is always measured",
+    )
     args = parser.parse_args(argv)
-    if min(args.sentences, args.batch_size, args.repeats, args.threads, args.latency_calls) < 1:
+    counts = (args.sentences, args.batch_size, args.repeats, args.threads, args.latency_calls, args.generation_batch)
+    if min(counts) < 1:
         parser.error("counts must be positive")
+    if args.new_tokens < 2:
+        parser.error("--new-tokens must be at least 2 (decode throughput excludes the first token)")
+    if args.generation_batch > len(GENERATION_PROMPTS):
+        parser.error(f"--generation-batch is at most {len(GENERATION_PROMPTS)} (one prompt per row)")
 
+    backends = args.backends.split(",") if args.backends else None
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.workload in ("all", "classification"):
+        _classification_main(args, backends)
+    if args.workload in ("all", "generation"):
+        _generation_main(args, backends)
+    return 0
+
+
+def _generation_main(args: argparse.Namespace, backends: list[str] | None) -> None:
+    if args.tiny:
+        folder = tiny_causal_lm(Path(tempfile.mkdtemp(prefix="acceleron-bench-tiny-lm-")))
+    else:
+        from benchmarks import assets
+
+        folder = assets.smollm2_path()
+    report = run_generation(
+        folder,
+        variants_for(backends),
+        threads=args.threads,
+        new_tokens=args.new_tokens,
+        batch=args.generation_batch,
+        repeats=args.repeats,
+        model_name="tiny random Llama" if args.tiny else "SmolLM2-135M-Instruct",
+    )
+    (args.out / "generation.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_generation_chart(report, args.out / "generation.png")
+    print(format_generation_table(report))
+    print(f"\nwrote {args.out / 'generation.json'} and {args.out / 'generation.png'}")
+
+
+def _classification_main(args: argparse.Namespace, backends: list[str] | None) -> None:
     if args.tiny:
         workload = tiny_workload(args.sentences, Path(tempfile.mkdtemp(prefix="acceleron-bench-tiny-")))
     else:
         workload = real_workload(args.sentences)
-    variants = variants_for(args.backends.split(",") if args.backends else None)
+    variants = variants_for(backends)
     report = run(
         workload,
         variants,
@@ -367,12 +787,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=args.repeats,
         embed_sentences=min(args.embed_sentences, len(workload.sentences)),
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     write_chart(report, args.out / "bench.png")
     print(format_table(report))
     print(f"\nwrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
-    return 0
 
 
 if __name__ == "__main__":

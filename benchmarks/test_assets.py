@@ -92,3 +92,16 @@ def test_sentiment_pipeline_accuracy_and_seed_examples() -> None:
     assert assets.pipeline_accuracy(classifier, assets.heldout_sentences(1024)) >= 0.80
     for sentence, expected in assets.SEED_EXAMPLES:
         assert classifier(sentence)[0]["label"] == expected
+
+
+@real_models
+@pytest.mark.slow
+def test_smollm2_folder_and_chat_answer() -> None:
+    path = assets.smollm2_path()
+    assert assets.smollm2_path() == path
+    for name in (*assets.SMOLLM2_REQUIRED_FILES, "source.json"):
+        assert (path / name).is_file(), name
+    model, tokenizer = assets.load_smollm2()
+    assert model.config.model_type == "llama" and not hasattr(model.config, "quantization_config")
+    assert tokenizer.chat_template and tokenizer.padding_side == "left"
+    assert assets.SMOLLM2_CHECK_ANSWER in assets.smollm2_chat_answer(model, tokenizer)

@@ -3,7 +3,9 @@
 Run it with ``./nox -s demo`` (which installs acceleron and every plugin first) or, in an
 environment that has them, ``python examples/demo.py``. It prepares the real models once
 (see benchmarks/assets.py), then for each backend prints the seed examples' answers, the
-MiniLM similarity check and a short speed line against eager PyTorch.
+MiniLM similarity check and a short speed line against eager PyTorch, and finally the greedy chat
+answer of SmolLM2-135M-Instruct to "What is the capital of France?" on eager PyTorch and on every
+backend that supports text-generation (exit status 1 if one of those fails or misses Paris).
 """
 
 from __future__ import annotations
@@ -62,6 +64,44 @@ def run_backend(name: str, sentiment: Path, minilm: Path, sentences: list[str]) 
     return throughput(classify, sentences)
 
 
+def chat_answer(pipe: Any) -> str:
+    """The pipeline's greedy answer (at most 64 new tokens) to the chat check, from chat-message input."""
+    messages = [{"role": "user", "content": assets.SMOLLM2_CHECK_PROMPT}]
+    out = pipe(messages, max_new_tokens=assets.SMOLLM2_CHECK_NEW_TOKENS, do_sample=False)
+    generated = out[0]["generated_text"]
+    return str(generated[-1]["content"] if isinstance(generated, list) else generated)
+
+
+def generation_answers(backends: list[str]) -> bool:
+    """Print SmolLM2's chat answer on eager PyTorch and each backend; True when every one names Paris."""
+    import transformers
+
+    from acceleron import get_backend, pipeline
+
+    smollm2 = assets.smollm2_path()
+    say(f"\n== text generation: SmolLM2-135M-Instruct ({smollm2}), greedy ==")
+    say(f"  prompt: {assets.SMOLLM2_CHECK_PROMPT!r}")
+    ok = True
+    stock = transformers.pipeline("text-generation", model=str(smollm2), device="cpu")
+    say(f"  {'stock transformers':<18} {chat_answer(stock)!r}")
+    for name in backends:
+        if "text-generation" not in get_backend(name).supported_tasks():
+            say(f"  {name:<18} (text-generation not supported by this backend)")
+            continue
+        try:
+            started = time.perf_counter()
+            answer = chat_answer(pipeline("text-generation", model=str(smollm2), accelerator=name))
+        except Exception as error:
+            say(f"  {name:<18} FAILED: {type(error).__name__}: {error}")
+            ok = False
+            continue
+        named = assets.SMOLLM2_CHECK_ANSWER in answer
+        ok = ok and named
+        mark = "" if named else "  <- does not name Paris"
+        say(f"  {name:<18} {answer!r} ({time.perf_counter() - started:.1f}s, export included){mark}")
+    return ok
+
+
 def main() -> int:
     from acceleron import list_backends
 
@@ -90,7 +130,7 @@ def main() -> int:
     reference = speeds["stock transformers"]
     for name, rate in speeds.items():
         say(f"  {name:<18} {rate:8.1f} sentences/s  {rate / reference:5.2f}x stock transformers (eager PyTorch)")
-    return 0
+    return 0 if generation_answers(["torch", *accelerated]) else 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from benchmarks import bench
 
 
 def test_the_benchmark_writes_table_json_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--tiny", "--backends", "torch", "--sentences", "12", "--batch-size", "4", "--latency-calls", "3"]
+    argv = ["--tiny", "--workload", "classification", "--backends", "torch", "--sentences", "12", "--batch-size", "4"]
+    argv += ["--latency-calls", "3"]
     assert bench.main([*argv, "--repeats", "2", "--embed-sentences", "4", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
     variants = [row["variant"] for row in report["results"]]
@@ -38,6 +39,63 @@ def test_the_benchmark_writes_table_json_and_chart(tmp_path: Path, capsys: pytes
     assert "torch/bfloat16" in table and "speed-up" in table
 
 
+def test_the_generation_benchmark_writes_table_json_and_chart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from acceleron import get_backend
+
+    argv = ["--tiny", "--workload", "generation", "--backends", "torch", "--repeats", "2", "--new-tokens", "6"]
+    assert bench.main([*argv, "--generation-batch", "3", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "generation.json").read_text())
+    assert report["workload"] == "text-generation"
+    settings = report["settings"]
+    assert (settings["threads"], settings["new_tokens"], settings["batch_sizes"], settings["repeats"]) == (
+        2,
+        6,
+        [1, 3],
+        2,
+    )
+    assert settings["prompts"] == list(bench.GENERATION_PROMPTS[:3])
+    variants = [row["variant"] for row in report["results"]]
+    assert variants[0] == "transformers/float32"
+    skipped = [entry["variant"] for entry in report["skipped"]]
+    assert sorted(variants[1:] + skipped) == ["torch/bfloat16", "torch/float32"]
+    if "text-generation" in get_backend("torch").supported_tasks():
+        assert "torch/float32" in variants
+    for row in report["results"]:
+        for size in (1, 3):
+            for metric in (f"first_token_ms_b{size}", f"decode_tokens_per_s_b{size}"):
+                assert row[metric]["runs"] == 2
+                assert 0 < row[metric]["min"] <= row[metric]["median"] <= row[metric]["max"]
+            assert 0.0 <= row[f"token_agreement_b{size}"] <= 1.0
+            assert 0 <= row[f"identical_sequences_b{size}"] <= size
+        assert row["cold_start_s"]["runs"] == 1
+        assert isinstance(row["chat_answer"], str) and isinstance(row["names_paris"], bool)
+    reference = report["results"][0]
+    assert reference["decode_speedup_vs_stock_b1"] == 1.0 and reference["token_agreement_b3"] == 1.0
+    assert reference["identical_sequences_b3"] == 3
+    if "torch/float32" in variants:
+        ours = report["results"][variants.index("torch/float32")]
+        assert ours["token_agreement_b1"] == 1.0 and ours["token_agreement_b3"] == 1.0
+    assert (tmp_path / "generation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "bench.json").exists()
+    table = capsys.readouterr().out
+    assert "transformers/float32" in table and "tok/s b3" in table
+
+
+def test_token_agreement_counts_the_prefix_before_the_first_difference() -> None:
+    import torch
+
+    reference = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    ours = torch.tensor([[1, 2, 0, 4], [5, 6, 7, 8]])
+    assert bench._agreement(ours, reference) == (0.75, 1)
+    assert bench._agreement(reference, reference) == (1.0, 2)
+
+
 def test_bad_counts_are_refused() -> None:
     with pytest.raises(SystemExit):
         bench.main(["--tiny", "--sentences", "0"])
+    with pytest.raises(SystemExit):
+        bench.main(["--tiny", "--workload", "generation", "--new-tokens", "1"])
+    with pytest.raises(SystemExit):
+        bench.main(["--tiny", "--workload", "generation", "--generation-batch", "9"])

@@ -77,3 +77,40 @@ def test_a_callers_padding_wins(tiny_classifier: Path) -> None:
     lengths = _record_lengths(ours)
     ours(SENTENCES[:16], batch_size=8, padding="max_length", max_length=32, truncation=True)
     assert lengths == [32, 32]
+
+
+def test_batches_padded_from_one_tokenisation_equal_the_tokenizers_padding(tiny_classifier: Path) -> None:
+    from acceleron.fast_pipelines import _pad_values, _padded
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny_classifier))
+    encoded = tokenizer(SENTENCES, truncation=True)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    pad_values = _pad_values(tokenizer, encoded, {"truncation": True})
+    assert pad_values is not None and set(pad_values) == set(encoded.keys())
+    chunk = [3, 0, 17, 9, 25]
+    expected = tokenizer([SENTENCES[i] for i in chunk], padding=True, truncation=True, return_tensors="pt")
+    got = _padded(encoded, chunk, lengths, pad_values)
+    assert set(got) == set(expected.keys())
+    for key, tensor in expected.items():
+        assert got[key].dtype == tensor.dtype and got[key].equal(tensor), key
+
+
+def test_left_padding_tokenizers_take_the_stock_path(tiny_classifier: Path) -> None:
+    # Left padding moves BERT's tokens to other positions, so regrouping the batches would change scores.
+    ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    stock = transformers.pipeline("text-classification", model=str(tiny_classifier))
+    ours.tokenizer.padding_side = stock.tokenizer.padding_side = "left"
+    lengths = _record_lengths(ours)
+    assert outputs_close(ours(SENTENCES, batch_size=8), stock(SENTENCES, batch_size=8), atol=1e-6)
+    assert lengths != sorted(lengths)
+
+
+def test_a_padding_it_cannot_reproduce_is_left_to_the_tokenizer(tiny_classifier: Path) -> None:
+    from acceleron.fast_pipelines import _pad_values
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny_classifier))
+    encoded = tokenizer(SENTENCES[:3])
+    assert _pad_values(tokenizer, encoded, {"padding": "max_length", "max_length": 32}) is None
+    assert _pad_values(tokenizer, encoded, {"pad_to_multiple_of": 8}) is None
+    tokenizer.pad_token = None
+    assert _pad_values(tokenizer, encoded, {}) is None

@@ -114,3 +114,30 @@ def test_a_padding_it_cannot_reproduce_is_left_to_the_tokenizer(tiny_classifier:
     assert _pad_values(tokenizer, encoded, {"pad_to_multiple_of": 8}) is None
     tokenizer.pad_token = None
     assert _pad_values(tokenizer, encoded, {}) is None
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"function_to_apply": "sigmoid"}, {"function_to_apply": "none"}])
+def test_batched_scores_are_exactly_the_stock_postprocess(tiny_classifier: Path, kwargs: dict) -> None:
+    ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    per_row = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    per_row._top_labels = lambda logits, params: None  # type: ignore[method-assign]
+    calls = []
+    postprocess = ours.postprocess
+    ours.postprocess = lambda *args, **kw: calls.append(1) or postprocess(*args, **kw)  # type: ignore[method-assign]
+    got = ours(SENTENCES, batch_size=8, **kwargs)
+    assert got == per_row(SENTENCES, batch_size=8, **kwargs)  # same batches, same logits: equal floats
+    assert len(calls) == 5  # one stock check per batch of 8, not one call per sentence
+    stock = transformers.pipeline("text-classification", model=str(tiny_classifier))
+    assert outputs_close(got, stock(SENTENCES, batch_size=8, **kwargs), atol=1e-6)
+
+
+def test_a_scoring_rule_that_disagrees_with_transformers_falls_back(
+    tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import acceleron.fast_pipelines as fast
+
+    ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    per_row = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
+    per_row._top_labels = lambda logits, params: None  # type: ignore[method-assign]
+    monkeypatch.setattr(fast, "_scoring_function", lambda config, requested: lambda values: -values)
+    assert ours(SENTENCES, batch_size=8) == per_row(SENTENCES, batch_size=8)

@@ -120,7 +120,7 @@ def test_a_padding_it_cannot_reproduce_is_left_to_the_tokenizer(tiny_classifier:
 def test_batched_scores_are_exactly_the_stock_postprocess(tiny_classifier: Path, kwargs: dict) -> None:
     ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
     per_row = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
-    per_row._top_labels = lambda logits, params: None  # type: ignore[method-assign]
+    per_row._top_labels = lambda logits, score, params: None  # type: ignore[method-assign]
     calls = []
     postprocess = ours.postprocess
     ours.postprocess = lambda *args, **kw: calls.append(1) or postprocess(*args, **kw)  # type: ignore[method-assign]
@@ -138,6 +138,6 @@ def test_a_scoring_rule_that_disagrees_with_transformers_falls_back(
 
     ours = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
     per_row = pipeline("text-classification", model=str(tiny_classifier), accelerator="torch")
-    per_row._top_labels = lambda logits, params: None  # type: ignore[method-assign]
-    monkeypatch.setattr(fast, "_scoring_function", lambda config, requested: lambda values: -values)
+    per_row._top_labels = lambda logits, score, params: None  # type: ignore[method-assign]
+    monkeypatch.setattr(fast, "_batch_scoring", lambda config, params: lambda values: -values)
     assert ours(SENTENCES, batch_size=8) == per_row(SENTENCES, batch_size=8)

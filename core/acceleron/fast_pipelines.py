@@ -62,6 +62,7 @@ class LengthSortedTextClassificationPipeline(TextClassificationPipeline):
         lengths = [len(ids) for ids in encoded["input_ids"]]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         pad_values = _pad_values(tokenizer, encoded, preprocess_params)
+        score = _batch_scoring(self.model.config, postprocess_params)
         results: list[Any] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -71,7 +72,7 @@ class LengthSortedTextClassificationPipeline(TextClassificationPipeline):
             else:
                 model_inputs = _padded(encoded, chunk, lengths, pad_values)
             logits = self.forward(model_inputs, **forward_params)["logits"]
-            rows = self._top_labels(logits, postprocess_params)
+            rows = None if score is None else self._top_labels(logits, score, postprocess_params)
             if rows is None:
                 rows = [
                     self.postprocess({"logits": logits[row : row + 1]}, **postprocess_params)
@@ -81,20 +82,15 @@ class LengthSortedTextClassificationPipeline(TextClassificationPipeline):
                 results[index] = result
         return results
 
-    def _top_labels(self, logits: Any, postprocess_params: dict[str, Any]) -> list[dict[str, Any]] | None:
+    def _top_labels(self, logits: Any, score: Any, postprocess_params: dict[str, Any]) -> list[dict[str, Any]] | None:
         """The stock one-label-per-input results for every row of a batch at once (None: post-process per row).
 
-        Only the default output (``top_k=1``, a dict per input) is computed here, with the stock
-        scoring functions; per row, the stock ``postprocess`` looks the model's config up again for
-        each sentence, a fifth of the pipeline's own overhead on a bfloat16 OpenVINO model. The first
-        row is checked against the stock ``postprocess``, so if transformers changes its rules the
-        batch falls back to it instead of answering differently.
+        ``score`` is the stock scoring function (:func:`_batch_scoring`); per row, the stock
+        ``postprocess`` looks the model's config up again for each sentence, a fifth of the
+        pipeline's own overhead on a bfloat16 OpenVINO model. The first row is checked against the
+        stock ``postprocess``, so if transformers changes its rules the batch falls back to it
+        instead of answering differently.
         """
-        if postprocess_params.get("top_k", 1) != 1 or not postprocess_params.get("_legacy", True) or len(logits) == 0:
-            return None
-        score = _scoring_function(self.model.config, postprocess_params.get("function_to_apply"))
-        if score is None:
-            return None
         scores = score(logits.float().numpy())
         id2label: Any = self.model.config.id2label
         rows = [
@@ -106,12 +102,19 @@ class LengthSortedTextClassificationPipeline(TextClassificationPipeline):
         return rows
 
 
-def _scoring_function(config: Any, requested: Any) -> Any:
-    """The function the stock text-classification ``postprocess`` applies to logits, or None if unsure."""
+def _batch_scoring(config: Any, postprocess_params: dict[str, Any]) -> Any:
+    """The function the stock ``postprocess`` applies to logits, for its default output; None otherwise.
+
+    Only the default output (``top_k=1``, one dict per input) is scored by batch; for anything
+    else, or a rule this does not know, None sends every row through the stock ``postprocess``.
+    """
+    if postprocess_params.get("top_k", 1) != 1 or not postprocess_params.get("_legacy", True):
+        return None
     try:
         from transformers.pipelines.text_classification import ClassificationFunction, sigmoid, softmax
     except ImportError:  # a transformers release that moved them: the stock per-row path
         return None
+    requested = postprocess_params.get("function_to_apply")
     if requested is None:  # the stock default: from the model's problem type and label count
         problem = getattr(config, "problem_type", None)
         labels = int(getattr(config, "num_labels", 0))

@@ -487,10 +487,10 @@ def _agreement(ids: Any, reference: Any) -> tuple[float, int]:
 
 
 def _default_backend(task: str, folder: Path) -> str | None:
-    from acceleron.plugins import get_plugin_manager
+    from acceleron.selection import resolve_backend
 
     try:
-        return get_plugin_manager().select(task, str(folder)).name
+        return resolve_backend(None, task, str(folder)).name
     except Exception:  # no backend serves the task yet
         return None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from acceleron import OptimizedModel
 from acceleron.cache import MANIFEST_NAME, ExportCache, cache_key
 from acceleron.errors import ExportError
 from acceleron.plugins import PluginManager
@@ -103,7 +104,7 @@ def test_an_unwritable_cache_says_where_to_point_it(tmp_path: Path) -> None:
 def test_a_failed_export_leaves_no_cache_entry(use_plugins: Install, tiny_classifier: Path) -> None:
     manager = use_plugins(failing="failing")
     with pytest.raises(ExportError, match="converter crashed halfway"):
-        manager.get("failing").model_class().from_pretrained(tiny_classifier)
+        OptimizedModel.from_pretrained(tiny_classifier, accelerator=manager.get("failing"))
     cache = ExportCache()
     assert list(cache.entries()) == []
     assert [p for p in cache.root.iterdir() if not p.name.startswith(".")] == []
@@ -115,9 +116,10 @@ EXPORTER = textwrap.dedent(
     import json, sys
     sys.path.insert(0, {tests!r})
     import acceleron.plugins as plugins
+    from acceleron import OptimizedModel
     from conftest import fake_entry_point
     plugins._manager = plugins.PluginManager(env={{}}, entry_points=[fake_entry_point("alpha", "alpha")])
-    model = plugins.get_backend("alpha").model_class().from_pretrained({model!r})
+    model = OptimizedModel.from_pretrained({model!r}, accelerator=plugins.get_backend("alpha"))
     print(json.dumps({{"artifact": str(model.artifact)}}))
     """
 )

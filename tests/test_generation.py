@@ -12,10 +12,11 @@ import transformers
 
 from acceleron import kv_cache
 from acceleron.cache import ExportCache
-from acceleron.modeling import OptimizedModel, model_class_for, validate_artifact
+from acceleron.modeling import CausalLMModel, OptimizedModel
 from acceleron.plugins import get_backend
 from acceleron.tasks import get_task
 from acceleron.testing import CAUSAL_LM_FAMILIES, BackendConformance, build_tiny_model, tiny_causal_lm
+from acceleron.validate import validate_session
 
 
 class TestTorchGeneration(BackendConformance):
@@ -96,55 +97,56 @@ def test_position_ids_skip_left_padding() -> None:
     assert kv_cache.position_ids_for(mask, 1).tolist() == [[2], [4]]
 
 
-def test_task_spec_hands_backends_the_flat_example(llama_folder: Path) -> None:
+def test_the_plan_hands_backends_the_flat_graph(llama_folder: Path) -> None:
     spec = get_task("text-generation")
     model = spec.load_torch_model(llama_folder)
     layout = kv_cache.CacheLayout.from_config(model.config)
-    example = spec.example_inputs(model)
-    assert list(example) == layout.input_names == spec.input_names(model)
-    assert spec.dynamic_axes(spec.input_names(model)) == layout.dynamic_axes()
+    graph = spec.plan(model).graph
+    assert isinstance(graph.module, kv_cache.FlatCacheCausalLM)
+    assert list(graph.example_inputs) == graph.input_names == layout.input_names
+    assert graph.output_names == layout.output_names
+    assert graph.dynamic_axes == layout.dynamic_axes()
+
+
+def _torch_session(folder: Path) -> Any:
+    backend = get_backend("torch")
+    artifact = backend.find_artifact(folder)
+    assert artifact is not None
+    return backend.load(artifact, get_task("text-generation"), backend.parse_options({}))
 
 
 def test_validation_reports_prefill_and_decode(llama_folder: Path) -> None:
-    backend = get_backend("torch")
     spec = get_task("text-generation")
-    model = spec.load_torch_model(llama_folder)
-    artifact = backend.find_artifact(llama_folder)
-    assert artifact is not None
-    report = validate_artifact(backend, artifact, model, spec, {})
+    report = validate_session(_torch_session(llama_folder), spec.plan(spec.load_torch_model(llama_folder)))
     assert report.passed, report.summary()
     names = {output.name for output in report.outputs}
     assert {"prefill.logits", "decode.logits", "prefill.present.0.key", "decode.present.1.value"} <= names
 
 
-def test_validation_fails_on_a_wrong_cache(llama_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = get_backend("torch")
+def test_validation_fails_on_a_wrong_cache(llama_folder: Path) -> None:
     spec = get_task("text-generation")
-    forward = type(backend)._forward
+    session = _torch_session(llama_folder)
+    forward = session._forward
 
-    def broken(self: Any, session: Any, inputs: Any, task: Any) -> dict[str, torch.Tensor]:
-        outputs = forward(self, session, inputs, task)
+    def broken(inputs: Any) -> dict[str, torch.Tensor]:
+        outputs = forward(inputs)
         outputs["present.0.key"] = outputs["present.0.key"] + 1.0
         return outputs
 
-    monkeypatch.setattr(type(backend), "_forward", broken)
-    artifact = backend.find_artifact(llama_folder)
-    assert artifact is not None
-    report = validate_artifact(backend, artifact, spec.load_torch_model(llama_folder), spec, {})
-    assert not report.passed
+    session._forward = broken
+    report = validate_session(session, spec.plan(spec.load_torch_model(llama_folder)))
+    assert not report.passed and not report.structural
     assert [o.name for o in report.outputs if not o.passed] == ["prefill.present.0.key", "decode.present.0.key"]
 
 
 def test_model_class_is_generative_and_pipeline_is_stock(llama_folder: Path, tmp_path: Path) -> None:
     from acceleron import pipeline
-    from acceleron.generation import GenerativeModel
 
-    model = model_class_for("torch").from_pretrained(
-        llama_folder, task="text-generation", export_cache=ExportCache(tmp_path / "cache")
+    model = OptimizedModel.from_pretrained(
+        llama_folder, accelerator="torch", task="text-generation", export_cache=ExportCache(tmp_path / "cache")
     )
-    assert isinstance(model, GenerativeModel) and isinstance(model, OptimizedModel)
+    assert type(model) is CausalLMModel and isinstance(model, OptimizedModel)
     assert isinstance(model, transformers.GenerationMixin)
-    assert type(model) is type(model_class_for("torch").from_pretrained(llama_folder, task="text-generation"))
     assert model.can_generate() and model.generation_config.pad_token_id is not None
     assert model.config.is_encoder_decoder is False
     pipe = pipeline("text-generation", str(llama_folder), accelerator="torch")
@@ -154,20 +156,18 @@ def test_model_class_is_generative_and_pipeline_is_stock(llama_folder: Path, tmp
 
 
 def test_each_step_feeds_only_new_tokens(llama_folder: Path) -> None:
-    model = model_class_for("torch").from_pretrained(llama_folder, task="text-generation")
+    model = OptimizedModel.from_pretrained(llama_folder, accelerator="torch", task="text-generation")
     tokenizer = transformers.AutoTokenizer.from_pretrained(llama_folder)
     seen: list[tuple[int, int, int]] = []
-    forward = model.backend._forward
+    forward = model.session._forward
 
-    def spy(session: Any, inputs: dict[str, torch.Tensor], task: Any) -> dict[str, torch.Tensor]:
+    def spy(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.append(
             (inputs["input_ids"].shape[1], inputs["past_key_values.0.key"].shape[2], inputs["attention_mask"].shape[1])
         )
-        return forward(session, inputs, task)
+        return forward(inputs)
 
-    model.backend = type(
-        "Spy", (), {"_forward": staticmethod(spy), "__getattr__": lambda s, n: getattr(forward.__self__, n)}
-    )()
+    model.session._forward = spy  # type: ignore[method-assign]
     inputs = tokenizer(["what is the capital"], return_tensors="pt")
     length = inputs["input_ids"].shape[1]
     model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)

@@ -24,8 +24,18 @@ def _inputs(folder: Path) -> dict[str, torch.Tensor]:
     return spec.example_inputs(spec.load_torch_model(folder))
 
 
-def _alpha(use_plugins: Install) -> type[OptimizedModel]:
-    return use_plugins(alpha="alpha").get("alpha").model_class()
+class _On:
+    """``from_pretrained`` on one backend instance."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def from_pretrained(self, *args: Any, **kwargs: Any) -> OptimizedModel:
+        return OptimizedModel.from_pretrained(*args, accelerator=self.backend, **kwargs)
+
+
+def _alpha(use_plugins: Install) -> _On:
+    return _On(use_plugins(alpha="alpha").get("alpha"))
 
 
 def test_export_false_with_nothing_to_load_is_a_clear_error(use_plugins: Install, tiny_classifier: Path) -> None:
@@ -81,7 +91,7 @@ def test_exporting_a_folder_without_weights_is_an_export_error(
 def test_outputs_are_the_tasks_model_output(tiny_classifier: Path) -> None:
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=get_backend("torch"))
     output = model(**_inputs(tiny_classifier))
     assert isinstance(output, SequenceClassifierOutput)
     assert output.logits.shape == (2, 2)
@@ -102,7 +112,7 @@ def test_save_and_reload_keeps_task_and_outputs(use_plugins: Install, tiny_class
 
 
 def test_save_into_a_file_path_is_refused(tiny_classifier: Path, tmp_path: Path) -> None:
-    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=get_backend("torch"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError):
         model.save_pretrained(tmp_path / "file")
@@ -129,7 +139,7 @@ def test_push_to_hub_uploads_one_folder_in_one_commit(tiny_classifier: Path, mon
 
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=get_backend("torch"))
     assert model.push_to_hub("me/tiny", token="t0k") == "commit-info"
     names = [name for name, _ in calls]
     assert names == ["init", "create_repo", "upload_folder"]
@@ -139,30 +149,30 @@ def test_push_to_hub_uploads_one_folder_in_one_commit(tiny_classifier: Path, mon
 
 
 def test_push_to_hub_offline_is_refused(tiny_classifier: Path) -> None:
-    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=get_backend("torch"))
     with pytest.raises(AcceleronError, match="HF_HUB_OFFLINE is set"):
         model.push_to_hub("me/tiny")
 
 
 def test_a_hub_id_offline_and_uncached_says_so() -> None:
     with pytest.raises(ArtifactNotFoundError, match="cannot find model 'nobody/nothing'.*offline"):
-        get_backend("torch").model_class().from_pretrained("nobody/nothing")
+        OptimizedModel.from_pretrained("nobody/nothing", accelerator=get_backend("torch"))
 
 
 @pytest.mark.parametrize("bad", [3, None, ["a"]])
 def test_a_model_of_the_wrong_type_is_refused(bad: Any) -> None:
     with pytest.raises(TypeError, match="model must be a model id or a folder path"):
-        get_backend("torch").model_class().from_pretrained(bad)
+        OptimizedModel.from_pretrained(bad, accelerator=get_backend("torch"))
 
 
 def test_an_empty_model_name_is_refused() -> None:
     with pytest.raises(ValueError, match="must not be empty"):
-        get_backend("torch").model_class().from_pretrained("  ")
+        OptimizedModel.from_pretrained("  ", accelerator=get_backend("torch"))
 
 
 def test_a_bad_export_flag_is_refused(tiny_classifier: Path) -> None:
     with pytest.raises(TypeError, match="export must be None, True or False"):
-        get_backend("torch").model_class().from_pretrained(tiny_classifier, export="yes")  # type: ignore[arg-type]
+        OptimizedModel.from_pretrained(tiny_classifier, export="yes", accelerator=get_backend("torch"))  # type: ignore[arg-type]
 
 
 def test_an_unsupported_task_is_refused_at_load(use_plugins: Install, tiny_classifier: Path) -> None:
@@ -171,36 +181,34 @@ def test_an_unsupported_task_is_refused_at_load(use_plugins: Install, tiny_class
 
 
 def test_an_empty_batch_is_refused(tiny_classifier: Path) -> None:
-    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=get_backend("torch"))
     empty = torch.zeros((0, 4), dtype=torch.long)
     with pytest.raises(ValueError, match="empty batch"):
         model(input_ids=empty, attention_mask=empty)
 
 
 def test_non_tensor_inputs_are_refused(tiny_classifier: Path) -> None:
-    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=get_backend("torch"))
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
         model(input_ids=[[1, 2, 3]])
 
 
 def test_moving_to_another_device_says_to_reload(tiny_classifier: Path) -> None:
-    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=get_backend("torch"))
     assert model.to("cpu") is model
     with pytest.raises(AcceleronError, match="load it again with device='cuda:0'"):
         model.to("cuda:0")
 
 
-def test_the_base_class_cannot_be_used_alone(tiny_classifier: Path) -> None:
-    with pytest.raises(TypeError, match="OptimizedModel is abstract"):
-        OptimizedModel(
-            backend=get_backend("torch"),
-            session=None,
-            config=None,  # type: ignore[arg-type]
-            task=get_task("text-classification"),
-            artifact=tiny_classifier,
-            preprocessor_dir=tiny_classifier,
-            options={},
-        )
+def test_model_classes_are_real_importable_and_picklable(tiny_classifier: Path) -> None:
+    import pickle
+
+    from acceleron.modeling import CausalLMModel
+
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator="torch")
+    assert type(model) is OptimizedModel and model.backend is get_backend("torch")
+    for cls in (OptimizedModel, CausalLMModel):
+        assert pickle.loads(pickle.dumps(cls)) is cls
 
 
 def test_loading_an_artifact_made_with_other_options_warns(
@@ -208,10 +216,10 @@ def test_loading_an_artifact_made_with_other_options_warns(
 ) -> None:
     model_class = _alpha(use_plugins)
     saved = model_class.from_pretrained(tiny_classifier, dtype="float32").save_pretrained(tmp_path / "saved")
-    with caplog.at_level("WARNING", logger="acceleron.modeling"):
+    with caplog.at_level("WARNING", logger="acceleron.loading"):
         model_class.from_pretrained(saved, dtype="float32")
     assert not caplog.records
-    with caplog.at_level("WARNING", logger="acceleron.modeling"):
+    with caplog.at_level("WARNING", logger="acceleron.loading"):
         model_class.from_pretrained(saved, dtype="bfloat16")
     assert "made with dtype='float32', not the 'bfloat16' asked for" in caplog.text
 
@@ -221,6 +229,6 @@ def test_loading_with_the_default_dtype_does_not_warn(
 ) -> None:
     model_class = _alpha(use_plugins)
     saved = model_class.from_pretrained(tiny_classifier, dtype="bfloat16").save_pretrained(tmp_path / "saved")
-    with caplog.at_level("WARNING", logger="acceleron.modeling"):
+    with caplog.at_level("WARNING", logger="acceleron.loading"):
         model_class.from_pretrained(saved)
     assert not caplog.records

@@ -17,6 +17,8 @@ from acceleron.errors import (
     TaskNotSupportedError,
     UnknownBackendError,
 )
+from acceleron.selection import select_backend
+from acceleron.status import backend_statuses
 
 Install = Callable[..., plugins.PluginManager]
 
@@ -32,11 +34,11 @@ def test_discovery_reads_names_without_importing(use_plugins: Install) -> None:
 
 def test_a_plugin_that_fails_to_import_is_reported_and_skipped(use_plugins: Install) -> None:
     manager = use_plugins(broken="broken", alpha="alpha")
-    statuses = {s.name: s for s in manager.statuses()}
+    statuses = {s.name: s for s in backend_statuses(manager)}
     assert statuses["broken"].status == "load-failed"
     assert "imaginary_runtime" in statuses["broken"].reason
     assert statuses["alpha"].status == "ok"
-    assert manager.select("text-classification").name == "alpha"
+    assert select_backend(manager, "text-classification").name == "alpha"
 
 
 def test_asking_for_a_broken_plugin_names_its_error(use_plugins: Install) -> None:
@@ -48,26 +50,26 @@ def test_asking_for_a_broken_plugin_names_its_error(use_plugins: Install) -> Non
 def test_strict_mode_reraises_plugin_errors(use_plugins: Install) -> None:
     manager = use_plugins(env={plugins.ENV_STRICT: "1"}, broken="broken")
     with pytest.raises(PluginLoadError, match="imaginary_runtime"):
-        manager.statuses()
+        backend_statuses(manager)
 
 
 def test_a_misspelt_hook_is_caught(use_plugins: Install) -> None:
     manager = use_plugins(misspelt="misspelt")
-    status = {s.name: s for s in manager.statuses()}["misspelt"]
+    status = {s.name: s for s in backend_statuses(manager)}["misspelt"]
     assert status.status == "load-failed"
     assert "acceleron_backend" in status.reason
 
 
 def test_entry_point_name_must_be_the_backend_name(use_plugins: Install) -> None:
     manager = use_plugins(misnamed="misnamed")
-    status = {s.name: s for s in manager.statuses()}["misnamed"]
+    status = {s.name: s for s in backend_statuses(manager)}["misnamed"]
     assert status.status == "load-failed"
     assert "named 'alpha' but its entry point is 'misnamed'" in status.reason
 
 
 def test_autoload_can_be_disabled(use_plugins: Install) -> None:
     manager = use_plugins(env={plugins.ENV_DISABLE_AUTOLOAD: "1"}, alpha="alpha")
-    statuses = {s.name: s.status for s in manager.statuses()}
+    statuses = {s.name: s.status for s in backend_statuses(manager)}
     assert statuses["alpha"] == "disabled"
     assert statuses["torch"] == "ok"  # built-ins stay
     assert "fake_plugins.alpha" not in sys.modules
@@ -75,13 +77,13 @@ def test_autoload_can_be_disabled(use_plugins: Install) -> None:
 
 def test_allow_list_keeps_only_named_plugins(use_plugins: Install) -> None:
     manager = use_plugins(env={plugins.ENV_ALLOW: "beta"}, alpha="alpha", beta="beta")
-    assert manager.select("text-classification").name == "beta"
-    assert {s.name: s.status for s in manager.statuses()}["alpha"] == "disabled"
+    assert select_backend(manager, "text-classification").name == "beta"
+    assert {s.name: s.status for s in backend_statuses(manager)}["alpha"] == "disabled"
 
 
 def test_block_list_removes_a_plugin(use_plugins: Install) -> None:
     manager = use_plugins(env={plugins.ENV_BLOCK: "beta"}, alpha="alpha", beta="beta")
-    assert manager.select("text-classification").name == "alpha"
+    assert select_backend(manager, "text-classification").name == "alpha"
     with pytest.raises(BackendUnavailableError, match="disabled by ACCELERON_DISABLE_PLUGINS"):
         manager.get("beta")
 
@@ -89,18 +91,18 @@ def test_block_list_removes_a_plugin(use_plugins: Install) -> None:
 def test_highest_priority_available_backend_wins(use_plugins: Install) -> None:
     # gamma has the highest priority but is unavailable; beta (80) beats alpha (50).
     manager = use_plugins(alpha="alpha", beta="beta", gamma="gamma")
-    assert manager.select("text-classification").name == "beta"
+    assert select_backend(manager, "text-classification").name == "beta"
 
 
 def test_user_priority_order_overrides_priorities(use_plugins: Install) -> None:
     manager = use_plugins(env={plugins.ENV_PRIORITY: "alpha-alias,beta"}, alpha="alpha", beta="beta")
-    assert manager.select("text-classification").name == "alpha"
+    assert select_backend(manager, "text-classification").name == "alpha"
 
 
 def test_selection_is_logged(use_plugins: Install, caplog: pytest.LogCaptureFixture) -> None:
     manager = use_plugins(alpha="alpha", gamma="gamma")
-    with caplog.at_level(logging.DEBUG, logger="acceleron.plugins"):
-        manager.select("text-classification")
+    with caplog.at_level(logging.DEBUG, logger="acceleron.selection"):
+        select_backend(manager, "text-classification")
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     debugs = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert any("accelerator 'alpha'" in m for m in infos)
@@ -113,20 +115,20 @@ def test_a_selection_plugin_overrides_the_default_policy(use_plugins: Install) -
 
     manager = use_plugins(alpha="alpha", beta="beta")
     manager.register(LowestPriorityPolicy())
-    assert manager.select("text-classification").name == "alpha"
+    assert select_backend(manager, "text-classification").name == "alpha"
 
 
 def test_the_torch_reference_is_never_auto_selected(use_plugins: Install) -> None:
     manager = use_plugins()
     with pytest.raises(BackendNotInstalledError):
-        manager.select("text-classification")
+        select_backend(manager, "text-classification")
     assert manager.get("torch").name == "torch"
 
 
 def test_nothing_installed_lists_every_install_command(use_plugins: Install) -> None:
     manager = use_plugins()
     with pytest.raises(ImportError) as raised:
-        manager.select("text-classification")
+        select_backend(manager, "text-classification")
     message = str(raised.value)
     for extra in ("openvino", "ort", "ipex"):
         assert f"pip install 'acceleron[{extra}]'" in message
@@ -135,20 +137,20 @@ def test_nothing_installed_lists_every_install_command(use_plugins: Install) -> 
 def test_nothing_installed_also_mentions_broken_plugins(use_plugins: Install) -> None:
     manager = use_plugins(broken="broken")
     with pytest.raises(BackendNotInstalledError, match="failed to load:\n  broken"):
-        manager.select("text-classification")
+        select_backend(manager, "text-classification")
 
 
 def test_no_backend_supporting_the_task_says_who_lacks_what(use_plugins: Install) -> None:
     manager = use_plugins(alpha="alpha", beta="beta")
     expected = "beta does not support fill-mask (it supports: feature-extraction, text-classification); alpha does"
     with pytest.raises(TaskNotSupportedError, match=re.escape(expected)):
-        manager.select("fill-mask")
+        select_backend(manager, "fill-mask")
 
 
 def test_only_unavailable_backends_say_why(use_plugins: Install) -> None:
     manager = use_plugins(gamma="gamma")
     with pytest.raises(BackendUnavailableError, match="gamma runtime missing"):
-        manager.select("text-classification")
+        select_backend(manager, "text-classification")
 
 
 @pytest.mark.parametrize(
@@ -196,7 +198,7 @@ def test_accelerator_must_be_a_string(use_plugins: Install) -> None:
 
 
 def test_statuses_list_not_installed_first_party_backends(use_plugins: Install) -> None:
-    statuses = {s.name: s for s in use_plugins(alpha="alpha").statuses()}
+    statuses = {s.name: s for s in backend_statuses(use_plugins(alpha="alpha"))}
     assert statuses["ort"].status == "not-installed"
     assert statuses["ort"].install_hint == "pip install 'acceleron[ort]'"
     assert statuses["torch"].builtin and not statuses["torch"].auto_select

@@ -5,4 +5,3 @@ from acceleron.testing import BackendConformance
 
 class TestTorchReference(BackendConformance):
     backend_name = "torch"
-    text_architectures = ("bert", "roberta", "distilbert")

@@ -46,7 +46,7 @@ def test_auto_selection_uses_the_best_installed_backend(use_plugins: Install, ti
 
 def test_a_passed_model_goes_to_the_backend_that_owns_it(use_plugins: Install, tiny_classifier: Path) -> None:
     manager = use_plugins(alpha="alpha", beta="beta")
-    model = manager.get("alpha").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=manager.get("alpha"))
     pipe = pipeline(model=model)
     assert pipe.model is model
     assert pipe.model.backend.name == "alpha"
@@ -54,7 +54,7 @@ def test_a_passed_model_goes_to_the_backend_that_owns_it(use_plugins: Install, t
 
 def test_a_passed_model_and_another_accelerator_conflict(use_plugins: Install, tiny_classifier: Path) -> None:
     manager = use_plugins(alpha="alpha", beta="beta")
-    model = manager.get("alpha").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=manager.get("alpha"))
     with pytest.raises(AcceleronError, match="runs on 'alpha' but accelerator='beta'"):
         pipeline(model=model, accelerator="beta")
 
@@ -131,7 +131,7 @@ def test_pipeline_call_arguments_pass_through(tiny_classifier: Path) -> None:
 def test_a_passed_model_must_fit_the_task(tiny_classifier: Path) -> None:
     from acceleron import get_backend
 
-    model = get_backend("torch").model_class().from_pretrained(tiny_classifier)
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=get_backend("torch"))
     with pytest.raises(TaskNotSupportedError, match="loaded for text-classification, which cannot serve fill-mask"):
         pipeline("fill-mask", model=model)
     assert isinstance(pipeline("zero-shot-classification", model=model), transformers.ZeroShotClassificationPipeline)

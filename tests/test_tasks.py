@@ -88,8 +88,8 @@ def test_inputs_follow_the_model_signature(tmp_path: Path) -> None:
     spec = get_task("text-classification")
     bert = spec.load_torch_model(build_tiny_model("text-classification", tmp_path / "b", "bert"))
     distil = spec.load_torch_model(build_tiny_model("text-classification", tmp_path / "d", "distilbert"))
-    assert spec.input_names(bert) == ["input_ids", "attention_mask", "token_type_ids"]
-    assert spec.input_names(distil) == ["input_ids", "attention_mask"]
+    assert spec.plan(bert).graph.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert spec.plan(distil).graph.input_names == ["input_ids", "attention_mask"]
 
 
 def test_example_inputs_pad_the_last_row(tmp_path: Path) -> None:
@@ -102,8 +102,10 @@ def test_example_inputs_pad_the_last_row(tmp_path: Path) -> None:
 
 
 def test_dynamic_axes_cover_inputs_and_outputs() -> None:
-    axes = get_task("question-answering").dynamic_axes(["input_ids", "attention_mask"])
+    from acceleron.tasks import SINGLE_PASS
+
+    axes = SINGLE_PASS.dynamic_axes(get_task("question-answering"), ["input_ids", "attention_mask"])
     assert axes["input_ids"] == {0: "batch", 1: "sequence"}
     assert axes["start_logits"] == {0: "batch", 1: "sequence"}
-    assert get_task("image-classification").dynamic_axes(["pixel_values"])["pixel_values"] == {0: "batch"}
-    assert get_task("text-classification").dynamic_axes(["input_ids"])["logits"] == {0: "batch"}
+    assert SINGLE_PASS.dynamic_axes(get_task("image-classification"), ["pixel_values"])["pixel_values"] == {0: "batch"}
+    assert SINGLE_PASS.dynamic_axes(get_task("text-classification"), ["input_ids"])["logits"] == {0: "batch"}

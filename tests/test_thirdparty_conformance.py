@@ -1,5 +1,9 @@
 """A third-party plugin installed as its own distribution passes the conformance suite."""
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from acceleron.testing import BackendConformance
@@ -9,4 +13,46 @@ pytest.importorskip("acceleron_torchscript", reason="nox installs tests/plugins/
 
 class TestTorchScriptPlugin(BackendConformance):
     backend_name = "jit"
-    text_architectures = ("bert", "distilbert")
+
+
+def test_a_plugin_ignoring_the_plan_is_refused_for_text_generation(tmp_path: Path) -> None:
+    """The round-1 way (trace the model itself on the task's outputs) claims text-generation in vain."""
+    import torch
+    from acceleron_torchscript.plugin import ARTIFACT, IO_FILE, TorchScriptBackend
+
+    from acceleron import OptimizedModel
+    from acceleron.cache import ExportCache
+    from acceleron.errors import ExportError
+    from acceleron.testing import tiny_causal_lm
+
+    class NaiveTorchScript(TorchScriptBackend):
+        name = "naive-jit"
+
+        def export(self, plan: Any, output_dir: Path, options: Any) -> Path:
+            model, names = plan.model, ["input_ids", "attention_mask"]
+
+            class Positional(torch.nn.Module):
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.inner = model
+
+                def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    return (self.inner(**dict(zip(names, args))).logits,)
+
+            ids = plan.graph.example_inputs["input_ids"]
+            with torch.no_grad():
+                traced = torch.jit.trace(Positional().eval(), (ids, torch.ones_like(ids)), check_trace=False)
+            traced.save(str(output_dir / ARTIFACT))
+            (output_dir / IO_FILE).write_text(json.dumps({"inputs": names, "outputs": ["logits"]}))
+            return output_dir / ARTIFACT
+
+    cache = ExportCache(tmp_path / "cache")
+    with pytest.raises(ExportError, match="unusable, so it was not cached"):
+        OptimizedModel.from_pretrained(
+            tiny_causal_lm("llama", tmp_path / "llama"),
+            accelerator=NaiveTorchScript(),
+            task="text-generation",
+            export_cache=cache,
+        )
+    assert list(cache.entries()) == []
+    assert [p.name for p in cache.root.iterdir() if not p.name.startswith(".")] == []

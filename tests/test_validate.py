@@ -61,13 +61,14 @@ def test_reduced_precision_is_judged_on_label_agreement() -> None:
 
 
 def test_a_wrong_export_is_recorded_and_strict_raises(use_plugins: Install, tiny_classifier: Path) -> None:
+    from acceleron import OptimizedModel
     from acceleron.cache import ExportCache
 
-    model_class = use_plugins(noisy="noisy").get("noisy").model_class()
+    noisy = use_plugins(noisy="noisy").get("noisy")
     with pytest.raises(ValidationError, match="validation FAILED"):
-        model_class.from_pretrained(tiny_classifier, strict=True)
+        OptimizedModel.from_pretrained(tiny_classifier, accelerator=noisy, strict=True)
     assert list(ExportCache().entries()) == []  # a strict failure caches nothing
-    model = model_class.from_pretrained(tiny_classifier)  # not strict: kept, with the failure recorded
+    model = OptimizedModel.from_pretrained(tiny_classifier, accelerator=noisy)  # kept, with the failure recorded
     assert model.manifest["validation"]["passed"] is False
     with pytest.raises(ValidationError):  # the cached failure still fails a strict load
-        model_class.from_pretrained(tiny_classifier, strict=True)
+        OptimizedModel.from_pretrained(tiny_classifier, accelerator=noisy, strict=True)

@@ -15,12 +15,19 @@ __version__ = "0.1.0"
 _LAZY = {
     "pipeline": "acceleron.router",
     "OptimizedModel": "acceleron.modeling",
+    "CausalLMModel": "acceleron.modeling",
     "Backend": "acceleron.backend",
     "Availability": "acceleron.backend",
+    "Options": "acceleron.backend",
+    "Session": "acceleron.backend",
     "hookimpl": "acceleron.hookspecs",
     "get_backend": "acceleron.plugins",
-    "list_backends": "acceleron.plugins",
+    "resolve_backend": "acceleron.selection",
+    "list_backends": "acceleron.status",
     "get_task": "acceleron.tasks",
+    "ExportPlan": "acceleron.tasks",
+    "GraphPlan": "acceleron.tasks",
+    "TaskKind": "acceleron.tasks",
     "ExportCache": "acceleron.cache",
     "ValidationReport": "acceleron.validate",
     "AcceleronError": "acceleron.errors",
@@ -30,6 +37,7 @@ _LAZY = {
     "PluginLoadError": "acceleron.errors",
     "TaskNotSupportedError": "acceleron.errors",
     "InvalidOptionError": "acceleron.errors",
+    "InvalidInputError": "acceleron.errors",
     "ArtifactNotFoundError": "acceleron.errors",
     "ExportError": "acceleron.errors",
     "ValidationError": "acceleron.errors",
@@ -39,7 +47,7 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from acceleron.backend import Availability, Backend
+    from acceleron.backend import Availability, Backend, Options, Session
     from acceleron.cache import ExportCache
     from acceleron.errors import (
         AcceleronError,
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
         BackendUnavailableError,
         CacheError,
         ExportError,
+        InvalidInputError,
         InvalidOptionError,
         PluginLoadError,
         TaskNotSupportedError,
@@ -55,10 +64,12 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from acceleron.hookspecs import hookimpl
-    from acceleron.modeling import OptimizedModel
-    from acceleron.plugins import get_backend, list_backends
+    from acceleron.modeling import CausalLMModel, OptimizedModel
+    from acceleron.plugins import get_backend
     from acceleron.router import pipeline
-    from acceleron.tasks import get_task
+    from acceleron.selection import resolve_backend
+    from acceleron.status import list_backends
+    from acceleron.tasks import ExportPlan, GraphPlan, TaskKind, get_task
     from acceleron.validate import ValidationReport
 
 

@@ -1,39 +1,43 @@
-"""The contract every backend plugin implements.
+"""The contract every backend plugin implements: a :class:`Backend`, its :class:`Options`, its :class:`Session`.
 
-A backend is a small object that a plugin returns from its ``acceleron_backends`` hook. It
-declares who it is (name, aliases, priority, install hint), whether it can run here, which tasks
-it supports, and three steps: **export** a PyTorch model to its artifact, **load** an artifact
-into a runtime session, and **_forward** model inputs through that session. Everything else
-(task knowledge, caching, validation, pipelines) lives in the core.
+A backend is a small object a plugin returns from its ``acceleron_backends`` hook. It says who it
+is (name, aliases, priority rank, install hint), whether it can run here, and does three things:
+
+* **export** (the export hook): convert the core's :class:`~acceleron.tasks.ExportPlan` (float32
+  PyTorch graphs with names, dynamic axes and example inputs) into its artifact files;
+* **load**: turn an artifact into a :class:`Session`, once per model;
+* **_forward** (the session's override): run one forward on its runtime.
+
+Everything else (which tasks exist, how their graphs look, how inputs are prepared, caching,
+validation, pipelines) is the core's. Options are parsed once per load into a typed
+:class:`Options` (a frozen dataclass a plugin may extend) that says which fields key the export cache.
 
 Rules: importing the plugin module and calling :meth:`Backend.availability` must not import the
 heavy runtime (list it in ``runtime_modules``; the conformance suite checks). Import the runtime
-inside :meth:`export`, :meth:`load` and :meth:`_forward`.
+inside :meth:`Backend.export` and :meth:`Backend.load`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import importlib.metadata
 import importlib.util
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from acceleron.errors import InvalidOptionError
+from acceleron.tasks import TASKS
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel
 
-    from acceleron.modeling import OptimizedModel
-    from acceleron.tasks import TaskSpec
-
-#: Options every backend understands; each maps them to its runtime or warns that it cannot.
-COMMON_OPTIONS = frozenset({"device", "dtype", "num_threads"})
-
-DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+    from acceleron.tasks import ExportPlan, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,125 @@ def module_installed(name: str) -> bool:
         return False
 
 
+@functools.cache
+def source_digest(package: str) -> str:
+    """A digest of the ``.py`` files of an imported top-level package (its code, for cache keys).
+
+    An export made by other code must not be served: a plugin's version alone misses editable
+    installs and unreleased changes, the source does not.
+    """
+    module = sys.modules.get(package)
+    files = getattr(module, "__file__", None)
+    if not files:
+        return ""
+    root = Path(files).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def _distribution_of(package: str) -> tuple[str, str] | None:
+    names = importlib.metadata.packages_distributions().get(package) or []
+    for name in names:
+        version = distribution_version(name)
+        if version is not None:
+            return name, version
+    return None
+
+
+# ---- options -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    """A backend's options, parsed once per load. Plugins subclass it (a frozen dataclass) to add fields.
+
+    ``dtype`` is what the caller asked for (``auto`` included); ``compute_dtype`` is what the runtime
+    computes in, resolved by :meth:`Backend.resolve_dtype` when parsing. A subclass validates its own
+    fields in ``__post_init__`` (raise :class:`~acceleron.errors.InvalidOptionError`).
+    """
+
+    device: str = "cpu"
+    dtype: str = "auto"
+    num_threads: int | None = None
+    #: Set by :meth:`Backend.parse_options`, not by callers.
+    compute_dtype: str = "float32"
+
+    #: Fields whose value changes the exported artifact; they key the export cache and are recorded in
+    #: the manifest. ``dtype`` is one unless a plugin's subclass says otherwise.
+    artifact_fields: ClassVar[frozenset[str]] = frozenset({"dtype"})
+
+    @classmethod
+    def settable(cls) -> frozenset[str]:
+        """The option names a caller may pass."""
+        return frozenset(f.name for f in dataclasses.fields(cls) if f.init) - {"compute_dtype"}
+
+    def artifact_key(self) -> dict[str, Any]:
+        """The artifact-shaping fields and their values (``dtype`` as the precision computed in)."""
+        return {
+            name: self.compute_dtype if name == "dtype" else getattr(self, name)
+            for name in sorted(self.artifact_fields)
+        }
+
+    def fixed_by_artifact(self, recorded: Mapping[str, Any]) -> frozenset[str]:
+        """The artifact fields whose recorded value (``recorded``, from a manifest) a loaded artifact imposes.
+
+        Default: all of them. A backend whose artifact runs in several of them (a float IR that
+        computes in float32 or bfloat16 alike) returns fewer.
+        """
+        return self.artifact_fields
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---- sessions ----------------------------------------------------------------------------------
+
+
+class Session(ABC):
+    """A loaded artifact, ready to run. :meth:`Backend.load` returns one; plugins subclass it.
+
+    ``input_names`` are the inputs the artifact declares (the core prepares exactly those),
+    ``output_names`` the outputs it returns. Must be safe to call from several threads at once.
+    """
+
+    #: The torch dtype name floating inputs must have (pipelines cast pixel values to it).
+    input_dtype: str = "float32"
+
+    def __init__(self, *, input_names: Sequence[str], output_names: Sequence[str], options: Options) -> None:
+        self.input_names = tuple(input_names)
+        self.output_names = tuple(output_names)
+        self.options = options
+
+    @property
+    def compute_dtype(self) -> str:
+        """The precision the runtime computes in."""
+        return self.options.compute_dtype
+
+    @abstractmethod
+    def _forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The ``_forward`` override: run prepared inputs (exactly ``input_names``) on the runtime.
+
+        Return the outputs as torch tensors by name: floating ones in float32, except a KV cache
+        (``present.*``), which may stay in :attr:`input_dtype` (it is fed back as the next past).
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """What the session actually runs with (device, dtype, threads, ...), for reports."""
+        return {
+            "device": self.options.device,
+            "dtype": self.compute_dtype,
+            "num_threads": self.options.num_threads,
+            "inputs": list(self.input_names),
+        }
+
+
+# ---- the backend -------------------------------------------------------------------------------
+
+
 class Backend(ABC):
     """Base class of a backend. Subclass it in a plugin and return an instance from the hook."""
 
@@ -80,12 +203,12 @@ class Backend(ABC):
     auto_select: ClassVar[bool] = True
     #: Modules that importing the plugin and calling :meth:`availability` must leave unimported.
     runtime_modules: ClassVar[tuple[str, ...]] = ()
-    #: Backend-specific option names accepted besides :data:`COMMON_OPTIONS`.
-    extra_options: ClassVar[frozenset[str]] = frozenset()
-    #: Options whose value changes the exported artifact; they are part of the cache key.
-    artifact_options: ClassVar[frozenset[str]] = frozenset()
+    #: The typed options of this backend (a subclass of :class:`Options` for backend-specific fields).
+    options_class: ClassVar[type[Options]] = Options
     #: Dtypes accepted by the ``dtype`` option (``auto`` is the backend's documented default).
     dtypes: ClassVar[tuple[str, ...]] = ("auto", "float32")
+    #: Tasks of the core's table this backend's runtime cannot run (see :meth:`supported_tasks`).
+    unsupported_tasks: ClassVar[frozenset[str]] = frozenset()
 
     # ---- identity and capability -------------------------------------------------------
 
@@ -93,53 +216,81 @@ class Backend(ABC):
     def availability(self) -> Availability:
         """Can this backend run here? Read package metadata only; never import the runtime."""
 
-    @abstractmethod
     def supported_tasks(self) -> frozenset[str]:
-        """Canonical names of the tasks this backend can export and run."""
+        """Every task the core can plan, less :attr:`unsupported_tasks`."""
+        return frozenset(TASKS) - self.unsupported_tasks
 
     def versions(self) -> dict[str, str]:
         """Versions of the runtime packages that shape the artifact (part of the cache key)."""
         return {}
 
+    def host_fingerprint(self) -> str | None:
+        """For artifacts that only run where they were made (compiled for this CPU): what identifies
+        this host's relevant features. Part of the cache key; None (the default) for portable artifacts."""
+        return None
+
+    def plugin_version(self) -> dict[str, str]:
+        """The plugin's distribution, version and code digest (part of the cache key)."""
+        package = type(self).__module__.split(".")[0]
+        found = _distribution_of(package)
+        info = {"package": package, "code": source_digest(package)}
+        if found is not None:
+            info.update(distribution=found[0], version=found[1])
+        return info
+
     def owns(self, model: object) -> bool:
         """Is ``model`` a model instance of this backend? Used to route a passed model."""
-        return getattr(model, "backend_name", None) == self.name
+        other = getattr(model, "backend", None)
+        return other is self or getattr(other, "name", None) == self.name
 
-    def model_class(self) -> type[OptimizedModel]:
-        """The :class:`~acceleron.OptimizedModel` subclass the router loads models with."""
-        from acceleron.modeling import model_class_for
+    # ---- options ---------------------------------------------------------------------------
 
-        return model_class_for(self.name)
-
-    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate user options; returns them with defaults filled in. Unknown keys raise."""
-        known = COMMON_OPTIONS | self.extra_options
-        unknown = sorted(set(options) - known)
+    def parse_options(self, options: Mapping[str, Any] | Options | None = None) -> Options:
+        """Check the caller's options once and return them typed. Unknown names and bad values raise."""
+        if isinstance(options, self.options_class):
+            return options
+        if isinstance(options, Options):
+            options = options.to_dict()
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise InvalidOptionError(
+                f"backend options must be a mapping such as {{'num_threads': 2}}, got {type(options).__name__}"
+            )
+        values = {name: value for name, value in options.items() if value is not None}
+        values.pop("compute_dtype", None)
+        known = self.options_class.settable()
+        unknown = sorted(set(values) - known)
         if unknown:
             raise InvalidOptionError(
                 f"backend {self.name!r} does not know the option(s) {', '.join(unknown)}; "
                 f"it accepts: {', '.join(sorted(known))}."
             )
-        checked = dict(options)
-        dtype = checked.get("dtype") or "auto"
+        dtype = str(values.get("dtype") or "auto")
         if dtype not in self.dtypes:
             raise InvalidOptionError(
                 f"backend {self.name!r} does not support dtype={dtype!r}; choose one of {', '.join(self.dtypes)}."
             )
-        checked["dtype"] = dtype
-        threads = checked.get("num_threads")
+        values["dtype"] = dtype
+        threads = values.get("num_threads")
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise InvalidOptionError(f"num_threads must be a positive integer, got {threads!r}.")
-        device = checked.get("device")
-        checked["device"] = "cpu" if device is None else str(device)
-        return checked
+        values["device"] = str(values.get("device") or "cpu")
+        try:
+            parsed = self.options_class(**values)
+        except TypeError as error:
+            raise InvalidOptionError(f"backend {self.name!r}: {error}") from error
+        return dataclasses.replace(parsed, compute_dtype=self.resolve_dtype(parsed))
 
-    def effective_dtype(self, options: Mapping[str, Any]) -> str:
-        """The precision the runtime computes in for these options (chooses the validation tolerance)."""
-        dtype = str(options.get("dtype") or "auto")
-        return "float32" if dtype == "auto" else dtype
+    def resolve_dtype(self, options: Options) -> str:
+        """The precision the runtime computes in for these options (``auto`` resolved)."""
+        return "float32" if options.dtype == "auto" else options.dtype
 
     # ---- the three steps -----------------------------------------------------------------
+
+    def prepare_plan(self, plan: ExportPlan, options: Options) -> ExportPlan:
+        """Change the core's plan for this backend's tracer (another cache wrapper, say). Default: as is."""
+        return plan
 
     @abstractmethod
     def find_artifact(self, folder: Path, file_name: str | None = None) -> Path | None:
@@ -150,43 +301,24 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def export(
-        self,
-        model: PreTrainedModel,
-        task: TaskSpec,
-        example_inputs: Mapping[str, torch.Tensor],
-        output_dir: Path,
-        options: Mapping[str, Any],
-    ) -> Path:
-        """The export hook: write the artifact for ``model`` into ``output_dir``; return its path.
+    def export(self, plan: ExportPlan, output_dir: Path, options: Options) -> Path:
+        """The export hook: write the artifact of ``plan`` into ``output_dir``; return the main file.
 
-        ``example_inputs`` come from the task table (names, dtypes, shapes); dynamic axes are
-        ``task.dynamic_axes(list(example_inputs))``. Raise :class:`~acceleron.errors.ExportError`
-        with the cause when conversion fails; the core discards ``output_dir``.
+        ``plan`` holds float32 weights and float32 example inputs whatever ``options.dtype`` is; a
+        reduced-precision artifact is this method's own conversion. Each of ``plan.graphs`` is exported
+        (its ``module`` takes ``example_args`` positionally and returns a tuple ordered as
+        ``output_names``). Extra files go anywhere inside ``output_dir`` and are listed by
+        :meth:`artifact_files`. Raise :class:`~acceleron.errors.ExportError` when conversion fails;
+        the core discards ``output_dir``.
         """
 
     @abstractmethod
-    def load(self, artifact: Path, task: TaskSpec, options: Mapping[str, Any]) -> Any:
-        """Load an artifact into a runtime session, created once per model."""
-
-    @abstractmethod
-    def _forward(self, session: Any, inputs: Mapping[str, torch.Tensor], task: TaskSpec) -> dict[str, torch.Tensor]:
-        """Run ``inputs`` through ``session``; return the task's outputs as torch tensors by name.
-
-        Must be safe to call from several threads at once on one session.
-        """
+    def load(self, artifact: Path, task: TaskSpec, options: Options) -> Session:
+        """Load an artifact into a :class:`Session`, once per model."""
 
     def artifact_files(self, artifact: Path) -> list[Path]:
         """Every file the artifact consists of (e.g. ``model.onnx`` and its external data)."""
         return [artifact]
-
-    def input_dtype(self, options: Mapping[str, Any]) -> str:
-        """The torch dtype name floating inputs must have (pipelines cast pixel values to it)."""
-        return "float32"
-
-    def describe(self, session: Any, options: Mapping[str, Any]) -> dict[str, Any]:
-        """What the session actually runs with (device, dtype, threads, ...), for reports."""
-        return {"device": options.get("device", "cpu"), "dtype": self.effective_dtype(options)}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} priority={self.priority}>"

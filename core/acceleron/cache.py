@@ -162,11 +162,15 @@ class ExportCache:
         key: str,
         build: Callable[[Path], Mapping[str, Any]],
         describe: Mapping[str, Any] | None = None,
+        after_commit: Callable[[CacheEntry], Mapping[str, Any]] | None = None,
     ) -> CacheEntry:
         """The entry for ``key``, building it with ``build(folder)`` if needed.
 
         ``build`` fills the folder and returns extra manifest fields. If it raises, nothing is
         left behind. Two processes asking for one key at once build it once; both get it.
+        ``after_commit(entry)`` runs once the new entry is in place, still under the key's lock
+        (validation with the session that will serve); the fields it returns are added to the
+        manifest, and if it raises the entry is removed.
         """
         entry = self.lookup(key)
         if entry is not None:
@@ -197,9 +201,17 @@ class ExportCache:
             except BaseException:
                 self._discard(temp)
                 raise
-        entry = self.lookup(key)
-        if entry is None:
-            raise CacheError(f"the cache entry {self.root / key} vanished right after it was written")
+            entry = CacheEntry(key=key, path=self.root / key, manifest=manifest)
+            if after_commit is not None:
+                try:
+                    extra = dict(after_commit(entry))
+                except BaseException:
+                    self._discard(entry.path)
+                    raise
+                if extra:
+                    manifest = {**manifest, **extra}
+                    write_manifest(entry.path, manifest)
+                    entry = CacheEntry(key=key, path=entry.path, manifest=manifest)
         return entry
 
     def entries(self) -> Iterator[CacheEntry]:

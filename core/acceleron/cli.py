@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _backends(args: argparse.Namespace) -> int:
-    from acceleron.plugins import list_backends
+    from acceleron.status import list_backends
 
     statuses = list_backends()
     if args.json:
@@ -142,18 +142,16 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from acceleron.plugins import get_plugin_manager
+    from acceleron.modeling import OptimizedModel
     from acceleron.router import resolve_task
 
     output: Path = args.output
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.force:
         raise AcceleronError(f"{output} exists and is not an empty folder; pass --force to write into it")
-    task = resolve_task(args.task, args.model)
-    manager = get_plugin_manager()
-    backend = manager.get(args.accelerator) if args.accelerator else manager.select(task, args.model)
-    model = backend.model_class().from_pretrained(
+    model = OptimizedModel.from_pretrained(
         args.model,
-        task=task,
+        accelerator=args.accelerator,
+        task=resolve_task(args.task, args.model),
         export=True,
         strict=args.strict,
         validate=not args.no_validate,
@@ -273,7 +271,7 @@ def _entry_dict(entry: Any) -> dict[str, Any]:
 def _env(args: argparse.Namespace) -> int:
     from acceleron.backend import distribution_version
     from acceleron.cache import default_cache_dir
-    from acceleron.plugins import list_backends
+    from acceleron.status import list_backends
 
     packages = ["torch", "transformers", "tokenizers", "huggingface-hub", "pluggy", "numpy"]
     packages += ["onnx", "onnxruntime", "onnxscript", "openvino", "nncf", "intel-extension-for-pytorch"]

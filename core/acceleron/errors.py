@@ -31,6 +31,10 @@ class InvalidOptionError(AcceleronError, ValueError):
     """A backend option is unknown or has a bad value."""
 
 
+class InvalidInputError(AcceleronError, ValueError):
+    """Model inputs the exported graph cannot take (a missing or an unexpected tensor)."""
+
+
 class ArtifactNotFoundError(AcceleronError, FileNotFoundError):
     """``export=False`` was given but the source holds no artifact this backend can load."""
 

@@ -1,4 +1,6 @@
-"""Plugin discovery and loading.
+"""The plugin registry: discovery and loading.
+
+Choosing among the loaded backends is :mod:`acceleron.selection`; reporting them, :mod:`acceleron.status`.
 
 Backends are found through entry points in the group ``acceleron.backends``. Discovery reads
 names from package metadata only; a plugin module is imported the first time its backend is
@@ -33,7 +35,6 @@ from acceleron.errors import (
     BackendNotInstalledError,
     BackendUnavailableError,
     PluginLoadError,
-    TaskNotSupportedError,
     UnknownBackendError,
 )
 
@@ -88,38 +89,6 @@ class PluginRecord:
     loaded: bool = False
 
 
-@dataclass(frozen=True)
-class BackendStatus:
-    """What ``acceleron backends`` reports for one backend."""
-
-    name: str
-    status: Status
-    reason: str = ""
-    priority: int | None = None
-    distribution: str | None = None
-    version: str | None = None
-    aliases: tuple[str, ...] = ()
-    tasks: tuple[str, ...] = ()
-    auto_select: bool = True
-    builtin: bool = False
-    install_hint: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "reason": self.reason,
-            "priority": self.priority,
-            "distribution": self.distribution,
-            "version": self.version,
-            "aliases": list(self.aliases),
-            "tasks": list(self.tasks),
-            "auto_select": self.auto_select,
-            "builtin": self.builtin,
-            "install_hint": self.install_hint,
-        }
-
-
 class _DefaultPolicy:
     """The core's own selection policy, registered ``trylast`` so any plugin can override it."""
 
@@ -150,7 +119,7 @@ def _env_flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _describe_error(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
@@ -249,7 +218,7 @@ class PluginManager:
                 try:
                     record.backend = self._import_backend(record)
                 except Exception as error:
-                    record.error = _describe_error(error)
+                    record.error = describe_error(error)
                     logger.warning(
                         "acceleron plugin %r (%s %s) failed to load and is skipped: %s",
                         record.name,
@@ -301,6 +270,11 @@ class PluginManager:
     def unregister(self, plugin: object) -> None:
         with self._lock:
             self._pm.unregister(plugin)
+
+    @property
+    def hook(self) -> Any:
+        """The pluggy hook relay (``hook.acceleron_select_backend(...)``)."""
+        return self._pm.hook
 
     # ---- names -----------------------------------------------------------------------------
 
@@ -383,115 +357,6 @@ class PluginManager:
                 logger.warning("%s names unknown backend %r; ignored", ENV_PRIORITY, item)
         return names
 
-    def select(self, task: str, model: object = None) -> Backend:
-        """The backend for ``task`` when the user gave no accelerator (see the selection hook)."""
-        candidates: list[Backend] = []
-        passed_over: dict[str, str] = {}
-        for backend in self.backends():
-            reason = ""
-            if not backend.auto_select:
-                reason = "used only when asked for by name"
-            elif not (availability := backend.availability()):
-                reason = f"unavailable: {availability.reason}"
-            elif task not in (tasks := backend.supported_tasks()):
-                reason = f"does not support {task} (it supports: {', '.join(sorted(tasks))})"
-            if reason:
-                passed_over[backend.name] = reason
-                logger.debug("accelerator %r passed over for %s: %s", backend.name, task, reason)
-            else:
-                candidates.append(backend)
-        if not candidates:
-            raise self._no_candidate_error(task, passed_over)
-        chosen = self._pm.hook.acceleron_select_backend(task=task, candidates=list(candidates), model=model)
-        if chosen not in candidates:
-            raise PluginLoadError(
-                f"a selection plugin returned {chosen!r}, which is not one of the candidates "
-                f"{[c.name for c in candidates]}"
-            )
-        logger.info(
-            "acceleron: running %s on accelerator %r (candidates: %s)",
-            task,
-            chosen.name,
-            ", ".join(c.name for c in candidates),
-        )
-        return chosen
-
-    def _no_candidate_error(self, task: str, passed_over: dict[str, str]) -> Exception:
-        selectable = {name: reason for name, reason in passed_over.items() if "by name" not in reason}
-        if not selectable:
-            failed = [f"{r.name} ({r.distribution} {r.version}): {r.error}" for r in self.records().values() if r.error]
-            lines = [f"  {known.install_hint:<40} # {known.name}" for known in KNOWN_BACKENDS.values()]
-            message = "no acceleron backend is installed. Install one of:\n" + "\n".join(lines)
-            if failed:
-                message += "\nThese plugins are installed but failed to load:\n  " + "\n  ".join(failed)
-            return BackendNotInstalledError(message)
-        details = "; ".join(f"{name} {reason}" for name, reason in selectable.items())
-        if all(reason.startswith("unavailable") for reason in selectable.values()):
-            return BackendUnavailableError(f"no installed accelerator can run here: {details}.")
-        return TaskNotSupportedError(f"no installed accelerator supports {task}: {details}.")
-
-    # ---- reporting -----------------------------------------------------------------------------
-
-    def statuses(self) -> list[BackendStatus]:
-        """One status per known or installed backend, for ``acceleron backends``."""
-        statuses: list[BackendStatus] = []
-        records = self.records()
-        for record in records.values():
-            statuses.append(self._status(record))
-        for name, known in KNOWN_BACKENDS.items():
-            if name not in records:
-                statuses.append(
-                    BackendStatus(
-                        name=name,
-                        status="not-installed",
-                        reason=f"install with: {known.install_hint}",
-                        distribution=known.distribution,
-                        aliases=known.aliases,
-                        install_hint=known.install_hint,
-                    )
-                )
-        # Loaded backends in selection order, then broken or disabled ones, then first-party ones to install.
-        rank = {b.name: i for i, b in enumerate(self.backends())}
-        first_party = list(KNOWN_BACKENDS)
-        return sorted(
-            statuses,
-            key=lambda s: (
-                (0, rank[s.name], "")
-                if s.name in rank
-                else (2, first_party.index(s.name), "")
-                if s.status == "not-installed"
-                else (1, 0, s.name)
-            ),
-        )
-
-    def _status(self, record: PluginRecord) -> BackendStatus:
-        common: dict[str, Any] = {
-            "name": record.name,
-            "distribution": record.distribution,
-            "version": record.version,
-            "builtin": record.builtin,
-        }
-        if record.disabled_reason:
-            return BackendStatus(status="disabled", reason=record.disabled_reason, **common)
-        backend = self.load(record.name)
-        if backend is None:
-            return BackendStatus(status="load-failed", reason=record.error, **common)
-        try:
-            availability = backend.availability()
-            tasks = tuple(sorted(backend.supported_tasks()))
-        except Exception as error:  # a plugin bug must not break the listing
-            return BackendStatus(status="load-failed", reason=_describe_error(error), **common)
-        return BackendStatus(
-            status="ok" if availability else "unavailable",
-            reason=availability.reason,
-            priority=backend.priority,
-            aliases=tuple(backend.aliases),
-            tasks=tasks,
-            auto_select=backend.auto_select,
-            install_hint=backend.install_hint,
-            **common,
-        )
-
 
 _manager: PluginManager | None = None
 _manager_lock = threading.Lock()
@@ -516,8 +381,3 @@ def reset_plugin_manager() -> None:
 def get_backend(accelerator: str) -> Backend:
     """The installed, available backend for a name or alias."""
     return get_plugin_manager().get(accelerator)
-
-
-def list_backends() -> list[BackendStatus]:
-    """Status of every known or installed backend, best first."""
-    return get_plugin_manager().statuses()

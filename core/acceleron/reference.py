@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from acceleron.backend import Availability, Backend, distribution_version
+from acceleron.backend import Availability, Backend, Options, Session, distribution_version
 from acceleron.errors import AcceleronError
 from acceleron.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel
 
-    from acceleron.tasks import TaskSpec
+    from acceleron.tasks import ExportPlan, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,40 @@ _WEIGHT_FILES = (
 _threads_lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class TorchOptions(Options):
+    """The checkpoint is the artifact: no option changes it (bfloat16 is a cast at load time)."""
+
+    artifact_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+class TorchSession(Session):
+    """An eager PyTorch module: the task's model, or its flat-cache step for causal LMs."""
+
+    def __init__(self, module: torch.nn.Module, *, input_names: list[str], output_names: list[str], options: Options):
+        super().__init__(input_names=input_names, output_names=output_names, options=options)
+        self.module = module
+        self.input_dtype = options.compute_dtype
+
+    def _forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        import torch
+
+        with torch.inference_mode():
+            outputs = self.module(*(inputs[name] for name in self.input_names))
+        # A KV cache stays in the compute dtype: it is fed back as the next step's past.
+        return {
+            name: value.float() if value.is_floating_point() and not name.startswith("present.") else value
+            for name, value in zip(self.output_names, outputs)
+        }
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {**super().describe(), "num_threads": torch.get_num_threads()}
+
+
 class TorchBackend(Backend):
-    """Eager PyTorch, float32 or bfloat16."""
+    """Eager PyTorch, float32 or bfloat16. Its session runs the core's plan module as it is."""
 
     name = "torch"
     aliases = ("pytorch", "eager")
@@ -45,17 +77,13 @@ class TorchBackend(Backend):
     auto_select = False
     runtime_modules = ("torch", "transformers")
     dtypes = ("auto", "float32", "bfloat16")
+    options_class = TorchOptions
 
     def availability(self) -> Availability:
         missing = [name for name in ("torch", "transformers") if distribution_version(name) is None]
         if missing:
             return Availability(False, f"{' and '.join(missing)} not installed.")
         return Availability(True)
-
-    def supported_tasks(self) -> frozenset[str]:
-        from acceleron.tasks import TASKS
-
-        return frozenset(TASKS)
 
     def find_artifact(self, folder: Path, file_name: str | None = None) -> Path | None:
         if not (folder / "config.json").is_file():
@@ -77,24 +105,17 @@ class TorchBackend(Backend):
         files = {path for pattern in patterns for path in folder.glob(pattern) if path.is_file()}
         return sorted(files | {artifact})
 
-    def export(
-        self,
-        model: PreTrainedModel,
-        task: TaskSpec,
-        example_inputs: Mapping[str, torch.Tensor],
-        output_dir: Path,
-        options: Mapping[str, Any],
-    ) -> Path:
-        model.save_pretrained(output_dir)
+    def export(self, plan: ExportPlan, output_dir: Path, options: Options) -> Path:
+        plan.model.save_pretrained(output_dir)
         artifact = self.find_artifact(output_dir)
         if artifact is None:
             raise AcceleronError(f"save_pretrained wrote no weights into {output_dir}")
         return artifact
 
-    def load(self, artifact: Path, task: TaskSpec, options: Mapping[str, Any]) -> PreTrainedModel:
+    def load(self, artifact: Path, task: TaskSpec, options: Options) -> TorchSession:
         import torch
 
-        threads = options.get("num_threads")
+        threads = options.num_threads
         if threads:
             with _threads_lock:
                 if torch.get_num_threads() != threads:
@@ -104,52 +125,13 @@ class TorchBackend(Backend):
                     )
                     torch.set_num_threads(int(threads))
         model: Any = task.load_torch_model(artifact.parent)
-        if self.effective_dtype(options) == "bfloat16":
+        if options.compute_dtype == "bfloat16":
             model = model.to(torch.bfloat16)
-        return model.to(str(options.get("device", "cpu")))
-
-    def input_dtype(self, options: Mapping[str, Any]) -> str:
-        return self.effective_dtype(options)
-
-    def _forward(
-        self, session: PreTrainedModel, inputs: Mapping[str, torch.Tensor], task: TaskSpec
-    ) -> dict[str, torch.Tensor]:
-        import torch
-
-        if task.generative:
-            return _forward_flat(session, inputs)
-        dtype = session.dtype
-        cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
-        with torch.inference_mode():
-            outputs = session(**cast)
-        return {name: outputs[name].float() for name in task.output_names if outputs.get(name) is not None}
-
-    def describe(self, session: PreTrainedModel, options: Mapping[str, Any]) -> dict[str, Any]:
-        import torch
-
-        return {
-            "device": str(session.device),
-            "dtype": str(session.dtype).replace("torch.", ""),
-            "num_threads": torch.get_num_threads(),
-        }
-
-
-def _forward_flat(session: PreTrainedModel, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One text-generation step through :class:`~acceleron.kv_cache.FlatCacheCausalLM`, eagerly."""
-    import torch
-
-    from acceleron.kv_cache import FlatCacheCausalLM
-
-    wrapper = FlatCacheCausalLM(session)  # holds no state of its own: cheap, and safe across threads
-    dtype, device = session.dtype, session.device
-    ordered = [inputs[name] for name in wrapper.layout.input_names]
-    values = [v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device) for v in ordered]
-    with torch.inference_mode():
-        outputs = wrapper(*values)
-    names = wrapper.layout.output_names
-    result = dict(zip(names, outputs))
-    result["logits"] = result["logits"].float()
-    return result
+        model = model.to(options.device)
+        graph = task.plan(model).graphs[0]  # the same module an exporter traces, run eagerly
+        return TorchSession(
+            graph.module, input_names=graph.input_names, output_names=graph.output_names, options=options
+        )
 
 
 @hookimpl

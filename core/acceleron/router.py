@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from acceleron.backend import Backend
+from acceleron.cache import read_manifest
 from acceleron.errors import AcceleronError, TaskNotSupportedError
-from acceleron.modeling import OptimizedModel
+from acceleron.modeling import MODEL_CLASSES, OptimizedModel
 from acceleron.plugins import get_plugin_manager
 from acceleron.tasks import get_task, infer_task, normalize_task
 
 if TYPE_CHECKING:
     from transformers import Pipeline
-
-    from acceleron.backend import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def resolve_task(task: str | None, model: Any) -> str:
     if isinstance(model, OptimizedModel):
         return model.task.name
     if isinstance(model, (str, os.PathLike)) and Path(model).expanduser().is_dir():
-        from acceleron.cache import read_manifest
-
         manifest = read_manifest(Path(model).expanduser())
         if manifest and manifest.get("task"):
             return normalize_task(str(manifest["task"]))
@@ -81,29 +80,20 @@ def resolve_task(task: str | None, model: Any) -> str:
     )
 
 
-def _choose_backend(accelerator: str | None, task: str, model: Any) -> Backend:
-    manager = get_plugin_manager()
+def _check_passed_model(model: OptimizedModel, accelerator: str | Backend | None, task: str) -> None:
+    """A loaded model runs on its own backend; refuse another accelerator or an incompatible task."""
     if accelerator is not None:
-        backend = manager.get(accelerator)
-        if isinstance(model, OptimizedModel) and not backend.owns(model):
+        backend = accelerator if isinstance(accelerator, Backend) else get_plugin_manager().get(accelerator)
+        if not backend.owns(model):
             raise AcceleronError(
-                f"the model passed runs on {model.backend.name!r} but accelerator={accelerator!r} was asked for; "
+                f"the model passed runs on {model.backend.name!r} but accelerator={backend.name!r} was asked for; "
                 "pass accelerator=None, or load the model with the other backend."
             )
-    elif isinstance(model, OptimizedModel):
-        owners = [b for b in manager.backends() if b.owns(model)]
-        if not owners:
-            raise AcceleronError(f"no installed backend owns the model {model!r}")
-        backend = owners[0]
-        logger.info("acceleron: running %s on accelerator %r (it owns the model passed)", task, backend.name)
-    else:
-        backend = manager.select(task, model)
-    if task not in backend.supported_tasks():
+    if get_task(task).auto_class != model.task.auto_class:
         raise TaskNotSupportedError(
-            f"accelerator {backend.name!r} does not support {task}; it supports: "
-            f"{', '.join(sorted(backend.supported_tasks()))}."
+            f"the model passed was loaded for {model.task.name}, which cannot serve {task}; "
+            f"load it again with task={task!r}."
         )
-    return backend
 
 
 def pipeline(
@@ -125,7 +115,7 @@ def pipeline(
     model_kwargs: Mapping[str, Any] | None = None,
     pipeline_class: Any = None,
     *,
-    accelerator: str | None = None,
+    accelerator: str | Backend | None = None,
     export: bool | None = None,
     accelerator_options: Mapping[str, Any] | None = None,
     length_sorted: bool = True,
@@ -136,7 +126,8 @@ def pipeline(
     Takes every argument of ``transformers.pipeline()`` plus:
 
     :param accelerator: ``"ov"``/``"openvino"``, ``"ort"``/``"onnxruntime"``, ``"ipex"``, ``"torch"``,
-        a third-party backend's name, or None for the best installed backend that supports the task.
+        a third-party backend's name, a :class:`~acceleron.Backend` instance, or None for the best
+        installed backend that supports the task.
     :param export: see :meth:`OptimizedModel.from_pretrained`.
     :param accelerator_options: backend options (``num_threads`` and backend-specific ones).
     :param length_sorted: batch lists of sentences by length (same results, less padding), for the
@@ -161,12 +152,8 @@ def pipeline(
         torch_dtype = kwargs.pop("torch_dtype")
         dtype = torch_dtype if dtype == "auto" else dtype
     canonical_task = resolve_task(task, model)
-    if isinstance(model, OptimizedModel) and get_task(canonical_task).auto_class != model.task.auto_class:
-        raise TaskNotSupportedError(
-            f"the model passed was loaded for {model.task.name}, which cannot serve {canonical_task}; "
-            f"load it again with task={canonical_task!r}."
-        )
-    backend = _choose_backend(accelerator, canonical_task, model)
+    if isinstance(model, OptimizedModel):
+        _check_passed_model(model, accelerator, canonical_task)
     if device_map is not None:
         logger.warning("acceleron: device_map is not supported by accelerated backends and is ignored; use device=")
 
@@ -191,8 +178,9 @@ def pipeline(
             logger.warning("acceleron: a loaded model was passed; device, dtype, export and load options are ignored")
         optimized = model
     else:
-        optimized = backend.model_class().from_pretrained(
+        optimized = OptimizedModel.from_pretrained(
             model,
+            accelerator=accelerator,
             export=export,
             task=canonical_task,
             revision=revision,
@@ -219,16 +207,34 @@ def pipeline(
     )
 
 
-class _DropModelTypeComplaint(logging.Filter):
-    """transformers logs an error when the model's class is not one of its own; ours is on purpose."""
+class _DropOurModelTypeComplaint(logging.Filter):
+    """transformers logs an error when the model's class is not one of its own; ours are on purpose."""
+
+    names: tuple[str, ...] = (OptimizedModel.__name__, *(cls.__name__ for cls in MODEL_CLASSES))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "is not supported for" not in record.getMessage()
+        message = record.getMessage()
+        return not ("is not supported for" in message and any(name in message for name in self.names))
+
+
+_filter_lock = threading.Lock()
+_filter_installed = False
+
+
+def _install_log_filter() -> None:
+    """Once per process (never removed, so concurrent builds cannot race on it)."""
+    global _filter_installed
+    from transformers.pipelines import base as pipeline_base
+
+    with _filter_lock:
+        if not _filter_installed:
+            logger_ = pipeline_base.logger
+            (logger_.logger if hasattr(logger_, "logger") else logger_).addFilter(_DropOurModelTypeComplaint())
+            _filter_installed = True
 
 
 def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **kwargs: Any) -> Pipeline:
     import transformers
-    from transformers.pipelines import base as pipeline_base
     from transformers.pipelines import check_task
 
     if kwargs.get("pipeline_class") is None and length_sorted:
@@ -253,11 +259,6 @@ def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **
             if getattr(pipeline_class, "_load_feature_extractor", None):
                 raise
             kwargs["feature_extractor"] = None  # optional for this pipeline, as transformers treats it
-    quiet = _DropModelTypeComplaint()
-    base_logger = pipeline_base.logger.logger if hasattr(pipeline_base.logger, "logger") else pipeline_base.logger
-    base_logger.addFilter(quiet)
-    try:
-        build: Any = transformers.pipeline  # its overloads want a PreTrainedModel; ours quacks like one
-        return build(task=task, model=model, device=model.device, **kwargs)
-    finally:
-        base_logger.removeFilter(quiet)
+    _install_log_filter()
+    build: Any = transformers.pipeline  # its overloads want a PreTrainedModel; ours quacks like one
+    return build(task=task, model=model, device=model.device, **kwargs)

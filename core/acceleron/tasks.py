@@ -1,7 +1,17 @@
-"""The task table: everything acceleron knows about a task, in one place.
+"""The task table and the task kinds: everything acceleron knows about a task, in one place.
 
-A backend knows how to export, load and run a model; it never needs to know which Auto class
-loads a question-answering model or which axes of ``start_logits`` are dynamic. That lives here.
+A task (``text-classification``, ``text-generation``, ...) is a row of :data:`TASKS`: its Auto
+class, its output class, its outputs and its :class:`TaskKind`. The kind turns a PyTorch model
+into an :class:`ExportPlan` (the traceable graphs with their names, dynamic axes and example
+inputs), says how inputs are prepared at run time, and which cases an export is validated on. A
+backend receives the plan and only converts and runs it; it never needs to know which axes of
+``start_logits`` are dynamic or how a KV cache is laid out.
+
+Two kinds exist: :class:`SinglePass` (one forward, one graph: classifiers, encoders) and
+:class:`CausalLM` (one decoder-step graph with the past in and the present out, see
+:mod:`acceleron.kv_cache`). A kind with several graphs (an encoder and a decoder) is one more
+subclass returning a plan of several :class:`GraphPlan`; no backend changes for it.
+
 This module imports neither torch nor transformers at import time.
 """
 
@@ -9,12 +19,13 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from acceleron.errors import TaskNotSupportedError
+from acceleron.errors import InvalidInputError, TaskNotSupportedError
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +36,314 @@ BATCH = "batch"
 SEQUENCE = "sequence"
 
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# ---- plans: what a backend converts ---------------------------------------------------------------
+
+
+@dataclass
+class GraphPlan:
+    """One graph to export: a module with positional tensor inputs and a tuple of tensor outputs.
+
+    ``example_inputs`` are ordered as ``input_names`` (trace with ``tuple(example_inputs.values())``);
+    ``dynamic_axes`` maps every input and output name to ``{axis: symbolic name}``.
+    """
+
+    name: str
+    module: torch.nn.Module
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+    example_inputs: dict[str, torch.Tensor]
+
+    @property
+    def example_args(self) -> tuple[torch.Tensor, ...]:
+        return tuple(self.example_inputs[name] for name in self.input_names)
+
+
+@dataclass
+class ExportPlan:
+    """Everything a backend's export hook needs: the task, the float32 PyTorch model, its graphs.
+
+    ``graphs[0]`` is the main graph; its artifact is the one the manifest names. A backend with a
+    tracing need of its own (another cache wrapper, another attention implementation) returns a
+    changed plan from :meth:`acceleron.Backend.prepare_plan` instead of forking the export path.
+    """
+
+    task: TaskSpec
+    model: PreTrainedModel
+    graphs: list[GraphPlan]
+
+    @property
+    def graph(self) -> GraphPlan:
+        """The plan's only graph (single-graph kinds)."""
+        if len(self.graphs) != 1:
+            raise ValueError(f"this plan has {len(self.graphs)} graphs: {[g.name for g in self.graphs]}")
+        return self.graphs[0]
+
+
+@dataclass
+class ValidationCase:
+    """One comparison of an export with PyTorch: inputs, the reference outputs, what is compared.
+
+    ``view`` maps a set of outputs to what is compared (e.g. only unpadded positions);
+    ``cache_names`` are outputs checked elementwise only, never on argmax, and only reported
+    (not failed) in reduced precision.
+    """
+
+    name: str
+    inputs: dict[str, torch.Tensor]
+    reference: dict[str, torch.Tensor]
+    output_names: list[str]
+    cache_names: list[str] = field(default_factory=list)
+    view: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+
+
+class _Positional:
+    """Factory of the positional wrapper every exporter traces (one definition for all backends)."""
+
+    @staticmethod
+    def wrap(model: PreTrainedModel, input_names: Sequence[str], output_names: Sequence[str]) -> torch.nn.Module:
+        import torch
+
+        names, outputs = list(input_names), list(output_names)
+
+        class PositionalOutputs(torch.nn.Module):
+            """``model(**named inputs)`` from positional ones; the task's outputs as a tuple."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                result = self.model(**dict(zip(names, args)))
+                missing = [name for name in outputs if result.get(name) is None]
+                if missing:
+                    raise TaskNotSupportedError(
+                        f"{type(self.model).__name__} returns no {', '.join(missing)} "
+                        f"(it returns {', '.join(result.keys())}). Is the task right for this model?"
+                    )
+                return tuple(result[name] for name in outputs)
+
+        return PositionalOutputs().eval()
+
+
+# ---- task kinds --------------------------------------------------------------------------------
+
+
+class TaskKind(ABC):
+    """How a family of tasks is exported, fed and validated. Subclass to add a kind."""
+
+    #: Short id, recorded in manifests and shown in reports.
+    name: ClassVar[str]
+    #: True when models of this kind are driven by transformers' ``generate()``.
+    generates: ClassVar[bool] = False
+
+    @abstractmethod
+    def plan(self, task: TaskSpec, model: PreTrainedModel) -> ExportPlan:
+        """The graphs to export for ``model`` (float32, eval mode)."""
+
+    @abstractmethod
+    def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
+        """Inputs of other shapes than the plan's examples, with PyTorch's outputs on them."""
+
+    def prepare_inputs(self, inputs: Mapping[str, torch.Tensor], declared: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The inputs a graph declaring ``declared`` gets at run time; the same rule on every backend.
+
+        Declared inputs the caller did not give get their neutral value (``token_type_ids`` 0,
+        ``attention_mask`` 1, ``position_ids`` counted from the mask); given inputs the graph does
+        not declare are dropped when they hold that neutral value, and refused otherwise.
+        """
+        return normalize_inputs(inputs, declared)
+
+    def __repr__(self) -> str:
+        return f"<task kind {self.name!r}>"
+
+
+def _neutral(name: str, like: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    import torch
+
+    if name == "token_type_ids":
+        return torch.zeros_like(like, dtype=torch.long)
+    if name == "attention_mask":
+        return torch.ones_like(like, dtype=torch.long)
+    if name == "position_ids":
+        from acceleron.kv_cache import position_ids_for
+
+        full = mask if mask is not None else torch.ones_like(like, dtype=torch.long)
+        return position_ids_for(full, like.shape[1])
+    return None
+
+
+def normalize_inputs(inputs: Mapping[str, torch.Tensor], declared: Sequence[str]) -> dict[str, torch.Tensor]:
+    """See :meth:`TaskKind.prepare_inputs`."""
+    given = {name: value for name, value in inputs.items() if value is not None}
+    like = given.get("input_ids")
+    result: dict[str, torch.Tensor] = {}
+    for name in declared:
+        value = given.get(name)
+        if value is None and like is not None:
+            value = _neutral(name, like, given.get("attention_mask"))
+        if value is None:
+            raise InvalidInputError(
+                f"the model needs the input {name!r}, which was not given (got {', '.join(given) or 'nothing'})."
+            )
+        result[name] = value
+    for name, value in given.items():
+        if name in result:
+            continue
+        neutral = _neutral(name, like, given.get("attention_mask")) if like is not None else None
+        if neutral is None or neutral.shape != value.shape or not bool((value == neutral).all()):
+            raise InvalidInputError(
+                f"the model takes no input {name!r} (it takes {', '.join(declared)}); "
+                "leave it out, or export a model that uses it."
+            )
+    return result
+
+
+class SinglePass(TaskKind):
+    """One forward pass, one graph: the task's candidate inputs in, the task's outputs out."""
+
+    name = "single-pass"
+
+    def input_names(self, task: TaskSpec, model: PreTrainedModel) -> list[str]:
+        """The inputs the graph takes: the task's candidates that ``model.forward`` accepts."""
+        accepted = set(inspect.signature(model.forward).parameters)
+        if task.modality == "text":
+            return [name for name in _TEXT_INPUTS if name in accepted]
+        main = getattr(model, "main_input_name", None)
+        if main not in accepted:
+            raise TaskNotSupportedError(
+                f"{type(model).__name__} takes no {main!r} input, so acceleron cannot export it for {task.name}."
+            )
+        return [str(main)]
+
+    def dynamic_axes(self, task: TaskSpec, input_names: Sequence[str]) -> dict[str, dict[int, str]]:
+        axes: dict[str, dict[int, str]] = {}
+        for name in input_names:
+            if task.modality == "text" or name == "input_values":
+                axes[name] = {0: BATCH, 1: SEQUENCE}
+            else:  # pixel_values, input_features: only the batch varies
+                axes[name] = {0: BATCH}
+        for name, output_axes in task.outputs.items():
+            axes[name] = dict(output_axes)
+        return axes
+
+    def example_inputs(
+        self, task: TaskSpec, model: PreTrainedModel, batch_size: int = 2, sequence_length: int = 8, seed: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """Deterministic inputs; text inputs pad the last row, so exports see a real attention mask."""
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        config = model.config
+        names = self.input_names(task, model)
+        inputs: dict[str, torch.Tensor] = {}
+        if task.modality == "text":
+            vocab_size = int(getattr(config, "vocab_size", 100))
+            low = min(5, vocab_size - 1)
+            inputs["input_ids"] = torch.randint(
+                low, vocab_size, (batch_size, sequence_length), generator=generator, dtype=torch.long
+            )
+            mask = torch.ones(batch_size, sequence_length, dtype=torch.long)
+            if batch_size > 1 and sequence_length > 2:
+                mask[-1, sequence_length // 2 :] = 0
+            inputs["attention_mask"] = mask
+            inputs["token_type_ids"] = torch.zeros(batch_size, sequence_length, dtype=torch.long)
+        elif task.modality == "image":
+            channels = int(getattr(config, "num_channels", 3))
+            size = getattr(config, "image_size", 224)
+            height, width = (size, size) if isinstance(size, int) else tuple(size)
+            inputs["pixel_values"] = torch.randn(batch_size, channels, height, width, generator=generator)
+        elif task.modality == "audio":
+            if names[0] == "input_features":
+                frames = int(getattr(config, "max_length", 1024))
+                bins = int(getattr(config, "num_mel_bins", 128))
+                inputs["input_features"] = torch.randn(batch_size, frames, bins, generator=generator)
+            else:
+                samples = max(400 * sequence_length, 4000)
+                inputs["input_values"] = torch.randn(batch_size, samples, generator=generator)
+        return {name: inputs[name] for name in names}
+
+    def plan(self, task: TaskSpec, model: PreTrainedModel) -> ExportPlan:
+        names = self.input_names(task, model)
+        outputs = list(task.output_names)
+        graph = GraphPlan(
+            name="model",
+            module=_Positional.wrap(model, names, outputs),
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes=self.dynamic_axes(task, names),
+            example_inputs=self.example_inputs(task, model),
+        )
+        return ExportPlan(task=task, model=model, graphs=[graph])
+
+    def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
+        import torch
+
+        inputs = self.example_inputs(plan.task, plan.model, batch_size=3, sequence_length=11, seed=1)
+        with torch.inference_mode():
+            outputs = plan.model(**inputs)
+        reference = {name: outputs[name] for name in plan.task.output_names if outputs.get(name) is not None}
+        return [ValidationCase("forward", inputs, reference, list(plan.task.output_names))]
+
+
+class CausalLM(TaskKind):
+    """A decoder driven by ``generate()``: one step graph with the KV cache as flat inputs and outputs.
+
+    The graph follows :mod:`acceleron.kv_cache`; it serves the prefill (an empty past) and every
+    decode step.
+    """
+
+    name = "causal-lm"
+    generates = True
+
+    def plan(self, task: TaskSpec, model: PreTrainedModel) -> ExportPlan:
+        from acceleron import kv_cache
+
+        wrapper = kv_cache.FlatCacheCausalLM(model).eval()
+        layout = wrapper.layout
+        graph = GraphPlan(
+            name="model",
+            module=wrapper,
+            input_names=layout.input_names,
+            output_names=layout.output_names,
+            dynamic_axes=layout.dynamic_axes(),
+            example_inputs=kv_cache.example_inputs(model.config),
+        )
+        return ExportPlan(task=task, model=model, graphs=[graph])
+
+    def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
+        """A prefill and the decode step after it, on text the model finds likely (see kv_cache)."""
+        import functools
+
+        import torch
+
+        from acceleron import kv_cache
+
+        reference_model = kv_cache.FlatCacheCausalLM(plan.model).eval()
+        names = reference_model.layout.output_names
+        cases = []
+        for step, inputs in kv_cache.model_validation_cases(reference_model).items():
+            with torch.inference_mode():
+                reference = dict(zip(names, reference_model(*inputs.values())))
+            view = functools.partial(kv_cache.visible, attention_mask=inputs["attention_mask"])
+            cases.append(ValidationCase(step, inputs, reference, names[:1], cache_names=names[1:], view=view))
+        return cases
+
+    def prepare_inputs(self, inputs: Mapping[str, torch.Tensor], declared: Sequence[str]) -> dict[str, torch.Tensor]:
+        # The generation model builds the step's flat inputs itself; only check that none is missing.
+        missing = [name for name in declared if name not in inputs]
+        if missing:
+            raise InvalidInputError(f"a decoder step needs the inputs {', '.join(missing[:4])}")
+        return {name: inputs[name] for name in declared}
+
+
+SINGLE_PASS = SinglePass()
+CAUSAL_LM = CausalLM()
+
+
+# ---- the table --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -43,98 +362,28 @@ class TaskSpec:
     mapping_names: str
     aliases: tuple[str, ...] = ()
     classifier: bool = False
-    generative: bool = False
+    kind: TaskKind = SINGLE_PASS
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(self.outputs)
 
-    def input_names(self, model: PreTrainedModel) -> list[str]:
-        """The inputs the exported graph takes: the task's candidates that ``model.forward`` accepts."""
-        if self.generative:
-            from acceleron.kv_cache import CacheLayout
+    @property
+    def generative(self) -> bool:
+        """True for tasks whose models ``generate()`` (text-generation)."""
+        return self.kind.generates
 
-            return CacheLayout.from_config(model.config).input_names
-        accepted = set(inspect.signature(model.forward).parameters)
-        if self.modality == "text":
-            return [name for name in _TEXT_INPUTS if name in accepted]
-        main = getattr(model, "main_input_name", None)
-        if main not in accepted:
-            raise TaskNotSupportedError(
-                f"{type(model).__name__} takes no {main!r} input, so acceleron cannot export it for {self.name}."
-            )
-        return [main]
-
-    def dynamic_axes(self, input_names: list[str]) -> dict[str, dict[int, str]]:
-        """Dynamic axes of every input and output, keyed by tensor name."""
-        if self.generative:
-            from acceleron.kv_cache import CacheLayout
-
-            layers = sum(1 for name in input_names if name.startswith("past_key_values.")) // 2
-            return CacheLayout(num_layers=layers, num_kv_heads=1, head_dim=1).dynamic_axes()
-        axes: dict[str, dict[int, str]] = {}
-        for name in input_names:
-            if self.modality == "text" or name == "input_values":
-                axes[name] = {0: BATCH, 1: SEQUENCE}
-            else:  # pixel_values, input_features: only the batch varies
-                axes[name] = {0: BATCH}
-        for name, output_axes in self.outputs.items():
-            axes[name] = dict(output_axes)
-        return axes
+    def plan(self, model: PreTrainedModel) -> ExportPlan:
+        """The export plan of ``model`` for this task (see :class:`TaskKind`)."""
+        return self.kind.plan(self, model)
 
     def example_inputs(
         self, model: PreTrainedModel, batch_size: int = 2, sequence_length: int = 8, seed: int = 0
     ) -> dict[str, torch.Tensor]:
-        """Deterministic example inputs for tracing and validation.
-
-        Text inputs pad the last row, so that exports are checked with a real attention mask.
-        """
-        import torch
-
-        if self.generative:
-            from acceleron import kv_cache
-
-            return kv_cache.example_inputs(model.config, seed=seed)
-        generator = torch.Generator().manual_seed(seed)
-        config = model.config
-        names = self.input_names(model)
-        inputs: dict[str, torch.Tensor] = {}
-        if self.modality == "text":
-            vocab_size = int(getattr(config, "vocab_size", 100))
-            low = min(5, vocab_size - 1)
-            inputs["input_ids"] = torch.randint(
-                low, vocab_size, (batch_size, sequence_length), generator=generator, dtype=torch.long
-            )
-            mask = torch.ones(batch_size, sequence_length, dtype=torch.long)
-            if batch_size > 1 and sequence_length > 2:
-                mask[-1, sequence_length // 2 :] = 0
-            inputs["attention_mask"] = mask
-            inputs["token_type_ids"] = torch.zeros(batch_size, sequence_length, dtype=torch.long)
-        elif self.modality == "image":
-            channels = int(getattr(config, "num_channels", 3))
-            size = getattr(config, "image_size", 224)
-            height, width = (size, size) if isinstance(size, int) else tuple(size)
-            inputs["pixel_values"] = torch.randn(batch_size, channels, height, width, generator=generator)
-        elif self.modality == "audio":
-            if names[0] == "input_features":
-                frames = int(getattr(config, "max_length", 1024))
-                bins = int(getattr(config, "num_mel_bins", 128))
-                inputs["input_features"] = torch.randn(batch_size, frames, bins, generator=generator)
-            else:
-                samples = max(400 * sequence_length, 4000)
-                inputs["input_values"] = torch.randn(batch_size, samples, generator=generator)
-        return {name: inputs[name] for name in names}
-
-    def validation_inputs(self, model: PreTrainedModel) -> dict[str, torch.Tensor]:
-        """Inputs of another batch size and length than the export's, to prove the axes are dynamic.
-
-        Generative tasks are validated on :func:`acceleron.kv_cache.validation_cases` instead.
-        """
-        if self.generative:
-            from acceleron import kv_cache
-
-            return kv_cache.validation_cases(model.config)["decode"]
-        return self.example_inputs(model, batch_size=3, sequence_length=11, seed=1)
+        """Model inputs (by name) for a single-pass task: what tests and benchmarks feed a model."""
+        if not isinstance(self.kind, SinglePass):
+            raise TypeError(f"{self.name} is a {self.kind.name} task: its inputs come from its plan")
+        return self.kind.example_inputs(self, model, batch_size, sequence_length, seed)
 
     def load_torch_model(self, path: str | Path, **kwargs: Any) -> PreTrainedModel:
         """Load the PyTorch model for this task with its transformers Auto class, in eval mode."""
@@ -243,7 +492,7 @@ _TASKS: tuple[TaskSpec, ...] = (
         mapping_names="MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
         aliases=("causal-lm",),
         classifier=True,
-        generative=True,
+        kind=CAUSAL_LM,
     ),
 )
 

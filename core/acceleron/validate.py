@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from acceleron.errors import ValidationError
@@ -17,7 +17,8 @@ from acceleron.errors import ValidationError
 if TYPE_CHECKING:
     import torch
 
-    from acceleron.tasks import TaskSpec
+    from acceleron.backend import Session
+    from acceleron.tasks import ExportPlan, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ GENERATIVE_FLOAT32 = Tolerance(atol=1e-3, rtol=1e-4, min_agreement=1.0)
 
 def tolerance_for(task: TaskSpec, dtype: str) -> Tolerance:
     """The tolerance for a task computed in ``dtype``."""
-    if task.generative and dtype == "float32":
+    if task.kind.generates and dtype == "float32":
         return GENERATIVE_FLOAT32
     return TOLERANCES.get(dtype, TOLERANCES["float32"])
 
@@ -76,6 +77,11 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def structural(self) -> bool:
+        """The export is unusable (it did not run, an output is missing or misshapen), not just imprecise."""
+        return bool(self.error) or any(o.problem in {"missing", "shape mismatch"} for o in self.outputs)
+
     def summary(self) -> str:
         if self.error:
             return f"validation failed: {self.error}"
@@ -104,8 +110,12 @@ def compare_outputs(
     task: TaskSpec,
     dtype: str = "float32",
     names: Sequence[str] | None = None,
+    classifier: bool | None = None,
 ) -> ValidationReport:
-    """Compare ``candidate`` outputs with ``reference`` for every output of ``task`` (or ``names``)."""
+    """Compare ``candidate`` outputs with ``reference`` for every output of ``task`` (or ``names``).
+
+    ``classifier`` overrides whether argmax agreement is checked (the task's own flag by default).
+    """
     import torch
 
     started = time.perf_counter()
@@ -138,7 +148,7 @@ def compare_outputs(
         finite = bool(torch.isfinite(actual_f).all())
         within = finite and bool((diff <= tolerance.atol + tolerance.rtol * expected_f.abs()).all())
         agreement = None
-        if task.classifier and expected_f.numel():
+        if (task.classifier if classifier is None else classifier) and expected_f.numel():
             agreement = float((actual_f.argmax(-1) == expected_f.argmax(-1)).float().mean())
         passed = within and (agreement is None or agreement >= tolerance.min_agreement)
         if dtype != "float32":
@@ -163,4 +173,57 @@ def compare_outputs(
         rtol=tolerance.rtol,
         outputs=reports,
         seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def validate_session(session: Session, plan: ExportPlan) -> ValidationReport:
+    """Run the task kind's validation cases through ``session`` and compare with PyTorch.
+
+    Inputs go through the same preparation as at serving time (the kind's ``prepare_inputs``,
+    floating inputs cast to the session's input dtype).
+    """
+    import torch
+
+    task = plan.task
+    dtype = session.compute_dtype
+    tolerance = tolerance_for(task, dtype)
+    input_dtype = getattr(torch, session.input_dtype)
+    reports: dict[str, ValidationReport] = {}
+    for case in task.kind.validation_cases(plan):
+        try:
+            prepared = task.kind.prepare_inputs(case.inputs, session.input_names)
+            fed = {name: v.to(input_dtype) if v.is_floating_point() else v for name, v in prepared.items()}
+            candidate = dict(session._forward(fed))
+        except Exception as error:
+            return ValidationReport(
+                False, dtype, tolerance.atol, tolerance.rtol, error=f"running the {case.name} case failed: {error!r}"
+            )
+        reference = case.reference
+        if case.view is not None:
+            reference, candidate = case.view(reference), case.view(candidate)
+        report = compare_outputs(reference, candidate, task, dtype, names=case.output_names)
+        if case.cache_names:
+            # A cache is checked elementwise (argmax over head_dim means nothing); in reduced precision
+            # its differences are reported, and the other outputs decide.
+            cache = compare_outputs(reference, candidate, task, dtype, names=case.cache_names, classifier=False)
+            outputs = cache.outputs
+            if dtype != "float32":
+                outputs = [replace(o, passed=not o.problem) for o in outputs]
+            report = replace(report, outputs=report.outputs + outputs)
+        reports[case.name] = report
+    several = len(reports) > 1
+    outputs = [
+        replace(output, name=f"{name}.{output.name}") if several else output
+        for name, report in reports.items()
+        for output in report.outputs
+    ]
+    errors = [report.error for report in reports.values() if report.error]
+    return ValidationReport(
+        passed=bool(outputs) and not errors and all(output.passed for output in outputs),
+        dtype=dtype,
+        atol=tolerance.atol,
+        rtol=tolerance.rtol,
+        outputs=outputs,
+        seconds=round(sum(report.seconds for report in reports.values()), 4),
+        error="; ".join(errors),
     )

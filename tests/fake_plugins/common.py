@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from acceleron import Availability, Backend
+from acceleron.backend import Options, Session
 
 
 class FakeBackend(Backend):
@@ -22,7 +23,6 @@ class FakeBackend(Backend):
     fail_export = False
     runtime_modules = ()
     dtypes = ("auto", "float32", "bfloat16")
-    artifact_options = frozenset({"dtype"})
 
     def availability(self) -> Availability:
         return Availability(self.available, "" if self.available else f"{self.name} runtime missing.")
@@ -37,7 +37,7 @@ class FakeBackend(Backend):
     def artifact_files(self, artifact: Path) -> list[Path]:
         return [artifact, *sorted(p for p in (artifact.parent / "weights").rglob("*") if p.is_file())]
 
-    def export(self, model: Any, task: Any, example_inputs: Any, output_dir: Path, options: Any) -> Path:
+    def export(self, plan: Any, output_dir: Path, options: Options) -> Path:
         if self.fail_export:
             (output_dir / "half-written.bin").write_bytes(b"x" * 100)
             raise RuntimeError("converter crashed halfway")
@@ -46,17 +46,26 @@ class FakeBackend(Backend):
             with open(log, "a") as handle:
                 handle.write(f"{os.getpid()}\n")
             time.sleep(1.0)
-        model.save_pretrained(output_dir / "weights")
+        plan.model.save_pretrained(output_dir / "weights")
         artifact = output_dir / f"{self.name}.artifact"
         artifact.write_text("weights")
         return artifact
 
-    def load(self, artifact: Path, task: Any, options: Mapping[str, Any]) -> Any:
-        return task.load_torch_model(artifact.parent / artifact.read_text())
+    def load(self, artifact: Path, task: Any, options: Options) -> FakeSession:
+        model = task.load_torch_model(artifact.parent / artifact.read_text())
+        names = task.kind.input_names(task, model)
+        return FakeSession(model, self.noise, input_names=names, output_names=task.output_names, options=options)
 
-    def _forward(self, session: Any, inputs: Mapping[str, Any], task: Any) -> dict[str, Any]:
+
+class FakeSession(Session):
+    def __init__(self, model: Any, noise: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.noise = noise
+
+    def _forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         import torch
 
         with torch.inference_mode():
-            outputs = session(**inputs)
-        return {name: outputs[name] + self.noise for name in task.output_names}
+            outputs = self.model(**inputs)
+        return {name: outputs[name] + self.noise for name in self.output_names}

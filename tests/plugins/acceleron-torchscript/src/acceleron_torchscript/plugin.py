@@ -1,7 +1,8 @@
-"""The ``jit`` backend: exports with ``torch.jit.trace``, runs the frozen trace.
+"""The ``jit`` backend: exports the core's plan with ``torch.jit.trace``, runs the frozen trace.
 
 It exists to prove that a plugin written outside the core, installed as its own distribution,
-is discovered through its entry point and passes the conformance suite.
+is discovered through its entry point and passes the conformance suite, text-generation included,
+with nothing task-specific in it: the plan says what to trace.
 """
 
 from __future__ import annotations
@@ -11,12 +12,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from acceleron import Availability, Backend, hookimpl
+from acceleron import Availability, Backend, Options, Session, hookimpl
 from acceleron.backend import distribution_version
 from acceleron.errors import AcceleronError
 
 ARTIFACT = "model.torchscript.pt"
 IO_FILE = "torchscript_io.json"
+
+
+class TorchScriptSession(Session):
+    def __init__(self, module: Any, **names: Any) -> None:
+        super().__init__(**names)
+        self.module = module
+
+    def _forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        import torch
+
+        with torch.inference_mode():
+            result = self.module(*(inputs[name] for name in self.input_names))
+        return dict(zip(self.output_names, result))
 
 
 class TorchScriptBackend(Backend):
@@ -25,14 +39,12 @@ class TorchScriptBackend(Backend):
     priority = 10
     install_hint = "pip install acceleron-torchscript"
     runtime_modules = ("torch", "transformers")
+    # Every task the core can plan is claimed (the default); tracing fails on none of them.
 
     def availability(self) -> Availability:
         if distribution_version("torch") is None:
             return Availability(False, "torch is not installed.")
         return Availability(True)
-
-    def supported_tasks(self) -> frozenset[str]:
-        return frozenset({"text-classification", "feature-extraction", "token-classification", "fill-mask"})
 
     def find_artifact(self, folder: Path, file_name: str | None = None) -> Path | None:
         path = folder / (file_name or ARTIFACT)
@@ -41,29 +53,18 @@ class TorchScriptBackend(Backend):
     def artifact_files(self, artifact: Path) -> list[Path]:
         return [artifact, artifact.parent / IO_FILE]
 
-    def export(self, model: Any, task: Any, example_inputs: Mapping[str, Any], output_dir: Path, options: Any) -> Path:
+    def export(self, plan: Any, output_dir: Path, options: Options) -> Path:
         import torch
 
-        names = list(example_inputs)
-        outputs = list(task.output_names)
-
-        class Positional(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.inner = model
-
-            def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                result = self.inner(**dict(zip(names, args)))
-                return tuple(result[name] for name in outputs)
-
+        graph = plan.graph
         with torch.inference_mode(False), torch.no_grad():
-            traced = torch.jit.trace(Positional().eval(), tuple(example_inputs.values()), check_trace=False)
+            traced = torch.jit.trace(graph.module, graph.example_args, check_trace=False, strict=False)
             traced = torch.jit.freeze(traced)
         traced.save(str(output_dir / ARTIFACT))
-        (output_dir / IO_FILE).write_text(json.dumps({"inputs": names, "outputs": outputs}))
+        (output_dir / IO_FILE).write_text(json.dumps({"inputs": graph.input_names, "outputs": graph.output_names}))
         return output_dir / ARTIFACT
 
-    def load(self, artifact: Path, task: Any, options: Mapping[str, Any]) -> Any:
+    def load(self, artifact: Path, task: Any, options: Options) -> TorchScriptSession:
         import torch
 
         try:
@@ -71,18 +72,7 @@ class TorchScriptBackend(Backend):
         except RuntimeError as error:
             raise AcceleronError(f"{artifact} is not a loadable TorchScript file: {error}") from error
         io = json.loads((artifact.parent / IO_FILE).read_text())
-        return module, io["inputs"], io["outputs"]
-
-    def _forward(self, session: Any, inputs: Mapping[str, Any], task: Any) -> dict[str, Any]:
-        import torch
-
-        module, names, outputs = session
-        missing = [name for name in names if name not in inputs]
-        if missing:
-            raise AcceleronError(f"the TorchScript graph needs inputs {missing}")
-        with torch.inference_mode():
-            result = module(*(inputs[name] for name in names))
-        return dict(zip(outputs, result))
+        return TorchScriptSession(module, input_names=io["inputs"], output_names=io["outputs"], options=options)
 
 
 @hookimpl

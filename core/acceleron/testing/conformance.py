@@ -1,4 +1,4 @@
-"""The conformance suite a backend plugin's tests subclass, and the tiny models it runs on.
+"""The conformance suite a backend plugin's tests subclass (tiny models from :mod:`acceleron.testing.tiny`).
 
 In a plugin's test module::
 
@@ -6,13 +6,15 @@ In a plugin's test module::
 
     class TestMyBackend(BackendConformance):
         backend_name = "mine"
-        text_architectures = ("bert", "roberta", "distilbert")
 
 pytest then checks that the entry point is named after the backend, that ``availability()``
 leaves the runtime unimported, that export + load + forward on tiny random models matches
-PyTorch within the task's tolerance, that ``save_pretrained``/``from_pretrained`` round-trips
-without exporting again, that unsupported tasks are refused with ``TaskNotSupportedError``, and
-that concurrent calls from threads give the same results as serial ones.
+PyTorch within the task's tolerance (each text architecture with its own tokenizer: BERT with
+token type ids, RoBERTa and DistilBERT without), that the stock pipeline's labels come back,
+that ``save_pretrained``/``from_pretrained`` round-trips without exporting again, that
+unsupported tasks are refused with ``TaskNotSupportedError``, that concurrent calls from threads
+give the serial results, and that a backend claiming text-generation either generates the
+tokens PyTorch generates or is refused at export with an ``ExportError``, nothing cached.
 
 Needs pytest, torch and transformers (and Pillow for the image model).
 """
@@ -29,342 +31,16 @@ from typing import Any, ClassVar
 
 import pytest
 
-from acceleron.errors import TaskNotSupportedError
+from acceleron.errors import ExportError, TaskNotSupportedError
 from acceleron.tasks import TASKS
-
-WORDS = [
-    "the",
-    "a",
-    "an",
-    "is",
-    "was",
-    "were",
-    "be",
-    "this",
-    "that",
-    "it",
-    "movie",
-    "film",
-    "story",
-    "actor",
-    "actors",
-    "plot",
-    "great",
-    "good",
-    "bad",
-    "terrible",
-    "wonderful",
-    "awful",
-    "boring",
-    "fun",
-    "loved",
-    "hated",
-    "best",
-    "worst",
-    "really",
-    "very",
-    "not",
-    "and",
-    "or",
-    "but",
-    "of",
-    "to",
-    "in",
-    "on",
-    "with",
-    "for",
-    "paris",
-    "france",
-    "london",
-    "city",
-    "capital",
-    "what",
-    "where",
-    "who",
-    "when",
-    "how",
-    "man",
-    "woman",
-    "eating",
-    "food",
-    "bread",
-    "piece",
-    "john",
-    "mary",
-    "lives",
-    "works",
-    "at",
-    "company",
-    "acme",
-    "music",
-    "play",
-    "played",
-    "time",
-    "day",
-    "night",
-    "happy",
-    "sad",
-]
-SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-TEXT_LABELS = {
-    "text-classification": ["NEGATIVE", "POSITIVE"],
-    "zero-shot-classification": ["contradiction", "neutral", "entailment"],
-    "token-classification": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"],
-}
-IMAGE_LABELS = ["cat", "dog", "bird"]
-AUDIO_LABELS = ["yes", "no", "silence"]
-
-TEXT_TASKS = (
-    "feature-extraction",
-    "text-classification",
-    "zero-shot-classification",
-    "token-classification",
-    "question-answering",
-    "fill-mask",
+from acceleron.testing.tiny import (
+    CAUSAL_LM_FAMILIES,
+    TEXT_ARCHITECTURES,
+    TEXT_TASKS,
+    build_tiny_model,
+    outputs_close,
+    sample_inputs,
 )
-
-
-def _labels(names: list[str]) -> dict[str, Any]:
-    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
-
-
-def _tiny_tokenizer(arch: str) -> Any:
-    import transformers
-
-    vocab = {token: index for index, token in enumerate((*SPECIAL, *WORDS))}
-    # A WordPiece tokenizer for every text architecture: the models only ever see ids.
-    tokenizer_class: Any = transformers.BertTokenizerFast  # type: ignore[attr-defined]
-    return tokenizer_class(vocab=vocab, do_lower_case=True, model_max_length=64)
-
-
-def _text_config(arch: str, task: str, vocab_size: int) -> Any:
-    import transformers
-
-    labels = _labels(TEXT_LABELS.get(task, ["LABEL_0", "LABEL_1"]))
-    common = {"vocab_size": vocab_size, "max_position_embeddings": 72, "pad_token_id": 0, **labels}
-    if arch == "bert":
-        return transformers.BertConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **common
-        )
-    if arch == "roberta":
-        # type_vocab_size=2 because the WordPiece tokenizer emits segment ids for sentence pairs.
-        return transformers.RobertaConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            type_vocab_size=2,
-            bos_token_id=2,
-            eos_token_id=3,
-            **common,
-        )
-    if arch == "distilbert":
-        return transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **common)
-    raise ValueError(f"no tiny text architecture {arch!r}; choose bert, roberta or distilbert")
-
-
-#: The causal-LM families :func:`tiny_causal_lm` builds.
-CAUSAL_LM_FAMILIES = ("gpt2", "llama", "qwen2")
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-_CHAT_SPECIAL = ("<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>")
-
-
-def _causal_tokenizer() -> Any:
-    """A small byte-level BPE tokenizer (GPT-2 style) with a pad token and a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=384,
-        special_tokens=list(_CHAT_SPECIAL),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    corpus = [*WORDS, *sample_inputs("text-classification", 6), "what is the capital of france? paris."]
-    tokenizer.train_from_iterator(corpus * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|pad|>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-        model_max_length=256,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def _causal_config(family: str, vocab_size: int, eos: int, pad: int) -> Any:
-    import transformers
-
-    common: dict[str, Any] = {"vocab_size": vocab_size, "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": pad}
-    if family == "gpt2":
-        return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
-    decoder: dict[str, Any] = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 256,
-        "tie_word_embeddings": False,
-        **common,
-    }
-    if family == "llama":
-        return transformers.LlamaConfig(**decoder)
-    if family == "qwen2":
-        return transformers.Qwen2Config(**decoder)
-    raise ValueError(f"no tiny causal LM family {family!r}; choose one of {', '.join(CAUSAL_LM_FAMILIES)}")
-
-
-def tiny_causal_lm(family: str, directory: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random causal LM of ``family`` (gpt2, llama, qwen2) with its tokenizer into ``directory``."""
-    import torch
-    import transformers
-
-    target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
-    tokenizer = _causal_tokenizer()
-    eos, pad = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|pad|>"])
-    config = _causal_config(family, len(tokenizer), eos, pad)
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    model.eval()
-    model.generation_config.pad_token_id = pad
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
-
-
-def _image_parts() -> tuple[Any, Any]:
-    import transformers
-
-    config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        num_channels=3,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        **_labels(IMAGE_LABELS),
-    )
-    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
-    return config, processor
-
-
-def _audio_parts() -> tuple[Any, Any]:
-    import transformers
-
-    config = transformers.Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        classifier_proj_size=16,
-        vocab_size=8,
-        **_labels(AUDIO_LABELS),
-    )
-    extractor = transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
-    )
-    return config, extractor
-
-
-def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, seed: int = 0) -> Path:
-    """Write a tiny random model for ``task`` (weights, config, preprocessor) into ``directory``.
-
-    Text tasks take ``arch`` in bert, roberta, distilbert; image-classification a ViT and
-    audio-classification a wav2vec2. The same seed gives the same weights.
-    """
-    import torch
-    import transformers
-
-    spec = TASKS[task]
-    if spec.generative:
-        return tiny_causal_lm(arch or "llama", directory, seed)
-    target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
-    preprocessor: Any
-    if spec.modality == "text":
-        preprocessor = _tiny_tokenizer(arch or "bert")
-        config = _text_config(arch or "bert", task, len(preprocessor))
-    elif spec.modality == "image":
-        config, preprocessor = _image_parts()
-    else:
-        config, preprocessor = _audio_parts()
-    torch.manual_seed(seed)
-    model = getattr(transformers, spec.auto_class).from_config(config)
-    model.eval()
-    model.save_pretrained(target)
-    preprocessor.save_pretrained(target)
-    return target
-
-
-def sample_inputs(task: str, count: int = 4) -> list[Any]:
-    """Pipeline inputs for ``task`` (sentences, question/context pairs, images or waveforms)."""
-    import numpy as np
-
-    sentences = [
-        "this movie was great fun",
-        "the plot was boring and the actors were bad",
-        "john lives in paris",
-        "what a wonderful film",
-        "mary works at acme in london",
-        "the worst story of the day",
-    ]
-    rng = np.random.default_rng(0)
-    if task == "question-answering":
-        return [
-            {"question": "where does john live", "context": sentences[i % 6] + " john lives in paris"}
-            for i in range(count)
-        ]
-    if task == "fill-mask":
-        return [f"the movie was [MASK] {i}" if i % 2 else "john lives in [MASK]" for i in range(count)]
-    if task == "image-classification":
-        from PIL import Image
-
-        return [Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)) for _ in range(count)]
-    if task == "audio-classification":
-        return [rng.standard_normal(4000 + 800 * i).astype(np.float32) for i in range(count)]
-    return [sentences[i % len(sentences)] for i in range(count)]
-
-
-def pipeline_kwargs(task: str) -> dict[str, Any]:
-    """Call arguments some pipelines require (zero-shot needs candidate labels)."""
-    if task == "zero-shot-classification":
-        return {"candidate_labels": ["film", "city", "food"]}
-    return {}
-
-
-def outputs_close(left: Any, right: Any, atol: float, rtol: float = 1e-4) -> bool:
-    """Whether two pipeline results (nested lists/dicts of numbers and strings) agree."""
-    import numpy as np
-
-    if isinstance(left, dict) and isinstance(right, dict):
-        return left.keys() == right.keys() and all(outputs_close(left[k], right[k], atol, rtol) for k in left)
-    if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
-        return len(left) == len(right) and all(outputs_close(a, b, atol, rtol) for a, b in zip(left, right))
-    if isinstance(left, (int, float, np.floating, np.integer)) and isinstance(
-        right, (int, float, np.floating, np.integer)
-    ):
-        return bool(abs(float(left) - float(right)) <= atol + rtol * abs(float(right)))
-    if hasattr(left, "shape") and hasattr(right, "shape"):
-        return bool(np.allclose(np.asarray(left), np.asarray(right), atol=atol, rtol=rtol))
-    return bool(left == right)
 
 
 def _model_cases(suite: type[BackendConformance]) -> list[tuple[str, str]]:
@@ -381,7 +57,7 @@ class BackendConformance:
     backend_name: ClassVar[str]
     #: Backend options every model in the suite is loaded with.
     options: ClassVar[Mapping[str, Any]] = {}
-    text_architectures: ClassVar[tuple[str, ...]] = ("bert",)
+    text_architectures: ClassVar[tuple[str, ...]] = TEXT_ARCHITECTURES
     image_architectures: ClassVar[tuple[str, ...]] = ("vit",)
     audio_architectures: ClassVar[tuple[str, ...]] = ("wav2vec2",)
 
@@ -395,6 +71,8 @@ class BackendConformance:
         if "case" in metafunc.fixturenames:
             cases = _model_cases(type(self))
             metafunc.parametrize("case", cases, ids=[f"{task}-{arch}" for task, arch in cases])
+        if "arch" in metafunc.fixturenames:
+            metafunc.parametrize("arch", list(type(self).text_architectures))
         if "family" in metafunc.fixturenames:
             metafunc.parametrize("family", list(type(self).causal_lm_families))
 
@@ -405,6 +83,13 @@ class BackendConformance:
 
         reset_plugin_manager()
         return get_backend(cls.backend_name)
+
+    @staticmethod
+    def load(backend: Any, folder: Path, **kwargs: Any) -> Any:
+        """``OptimizedModel.from_pretrained(folder, accelerator=backend, ...)``."""
+        from acceleron.modeling import OptimizedModel
+
+        return OptimizedModel.from_pretrained(folder, accelerator=backend, **kwargs)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -429,8 +114,8 @@ class BackendConformance:
         return get
 
     def _load(self, backend: Any, folder: Path, task: str, cache: Any, **kwargs: Any) -> Any:
-        return backend.model_class().from_pretrained(
-            folder, task=task, export_cache=cache, strict=True, **{**dict(self.options), **kwargs}
+        return self.load(
+            backend, folder, task=task, export_cache=cache, strict=True, **{**dict(self.options), **kwargs}
         )
 
     # ---- the checks ----
@@ -473,7 +158,7 @@ class BackendConformance:
         with torch.inference_mode():
             reference = dict(reference_model(**inputs))
         actual = dict(model(**inputs))
-        report = compare_outputs(reference, actual, spec, backend.effective_dtype(model.options))
+        report = compare_outputs(reference, actual, spec, model.options.compute_dtype)
         assert report.passed, report.summary()
         assert model.manifest["validation"]["passed"] is True
 
@@ -492,9 +177,7 @@ class BackendConformance:
         model = self._load(backend, folder, task, export_cache, export=True)
         saved = model.save_pretrained(tmp_path / "saved")
         untouched = ExportCache(tmp_path / "must-stay-empty")
-        reloaded = backend.model_class().from_pretrained(
-            saved, export=False, export_cache=untouched, **dict(self.options)
-        )
+        reloaded = self.load(backend, saved, export=False, export_cache=untouched, **dict(self.options))
         assert not untouched.root.exists(), "loading a saved model must not export again"
         assert reloaded.task.name == task
         spec = get_task(task)
@@ -514,7 +197,8 @@ class BackendConformance:
                 accelerator=self.backend_name,
             )
 
-    def test_pipeline_matches_transformers(self, backend: Any, export_cache: Any, tiny_models: Any) -> None:
+    def test_pipeline_matches_transformers(self, backend: Any, export_cache: Any, tiny_models: Any, arch: str) -> None:
+        """The stock pipeline's labels and scores, whatever inputs the architecture's tokenizer emits."""
         import transformers
 
         from acceleron import pipeline
@@ -522,7 +206,7 @@ class BackendConformance:
         task = "text-classification"
         if task not in backend.supported_tasks():
             pytest.skip(f"{self.backend_name} does not support {task}")
-        folder = str(tiny_models(task, "bert"))
+        folder = str(tiny_models(task, arch))
         sentences = sample_inputs(task, 6)
         ours = pipeline(
             task,
@@ -588,21 +272,44 @@ class BackendConformance:
         def get(family: str) -> tuple[Path, Any]:
             if family not in loaded:
                 folder = tiny_models("text-generation", family)
-                model = backend.model_class().from_pretrained(
-                    folder,
-                    task="text-generation",
-                    export=True,
-                    export_cache=export_cache,
-                    strict=True,
-                    **dict(cls.options),
-                )
+                try:
+                    model = cls.load(
+                        backend,
+                        folder,
+                        task="text-generation",
+                        export=True,
+                        export_cache=export_cache,
+                        strict=True,
+                        **dict(cls.options),
+                    )
+                except ExportError as error:
+                    pytest.skip(f"{cls.backend_name} refuses to export text-generation: {error}")
                 loaded[family] = (folder, model)
             return loaded[family]
 
         return get
 
+    def test_text_generation_is_exported_or_refused(
+        self, backend: Any, tiny_models: Any, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        """A backend claiming text-generation exports a graph that passes validation, or refuses clearly."""
+        from acceleron.cache import ExportCache
+
+        if "text-generation" not in backend.supported_tasks():
+            pytest.skip(f"{self.backend_name} does not claim text-generation")
+        cache = ExportCache(tmp_path_factory.mktemp("generation-claim"))
+        folder = tiny_models("text-generation", self.causal_lm_families[0])
+        try:
+            model = self.load(backend, folder, task="text-generation", export=True, export_cache=cache, strict=True)
+        except ExportError as error:
+            assert list(cache.entries()) == [], "a refused export must leave nothing in the cache"
+            assert str(error), "the refusal must say why"
+            return
+        assert model.manifest["validation"]["passed"] is True
+        assert {"logits", "present.0.key"} <= set(model.session.output_names)
+
     def _float32(self, model: Any) -> bool:
-        return bool(model.backend.effective_dtype(model.options) == "float32")
+        return bool(model.options.compute_dtype == "float32")
 
     def test_generation_greedy_matches_pytorch(self, causal_lms: Any, family: str) -> None:
         import torch
@@ -714,7 +421,9 @@ class BackendConformance:
         _, model, tokenizer = self._generation_model(causal_lms)
         saved = model.save_pretrained(tmp_path / "saved")
         untouched = ExportCache(tmp_path / "must-stay-empty")
-        reloaded = type(model).from_pretrained(saved, export=False, export_cache=untouched, **dict(self.options))
+        reloaded = type(model).from_pretrained(
+            saved, accelerator=model.backend, export=False, export_cache=untouched, **dict(self.options)
+        )
         assert not untouched.root.exists(), "loading a saved model must not export again"
         assert reloaded.task.name == "text-generation"
         inputs = tokenizer(["what is the capital"], return_tensors="pt")

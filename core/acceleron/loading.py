@@ -1,0 +1,189 @@
+"""From a model id or folder to a running session: find the artifact or export one, then load it once.
+
+:func:`load_parts` is what ``OptimizedModel.from_pretrained`` and ``acceleron.pipeline()`` run; it
+returns the pieces a model object is made of. A folder that already holds the backend's artifact is
+loaded as it is, with the artifact options its manifest records (a saved bf16 model reports and runs
+as bf16, whatever the caller's defaults); otherwise the PyTorch weights are exported through the
+cache (:mod:`acceleron.exporting`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from acceleron.backend import Backend, Options, Session
+from acceleron.cache import ExportCache, read_manifest
+from acceleron.errors import ArtifactNotFoundError
+from acceleron.exporting import check_recorded_validation, export_to_cache
+from acceleron.selection import resolve_backend
+from acceleron.sources import ModelSource, resolve_source
+from acceleron.tasks import TaskSpec, get_task, infer_task
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedParts:
+    """What a model object is made of."""
+
+    backend: Backend
+    session: Session
+    config: PretrainedConfig
+    task: TaskSpec
+    artifact: Path
+    preprocessor_dir: Path
+    options: Options
+    manifest: dict[str, Any]
+
+
+def task_of(source: ModelSource, task: str | None) -> TaskSpec:
+    """The task asked for, else the one the folder's manifest records, else the one its config implies."""
+    if task is not None:
+        return get_task(task)
+    manifest = read_manifest(source.path) or {}
+    if manifest.get("task"):
+        return get_task(str(manifest["task"]))
+    return get_task(infer_task(source.path))
+
+
+def options_from_manifest(
+    backend: Backend, options: Options, manifest: Mapping[str, Any], source: ModelSource
+) -> Options:
+    """The caller's options with the artifact-shaping ones the artifact was made with.
+
+    A caller who asked explicitly for something else is told that the artifact is loaded as it is.
+    """
+    recorded = manifest.get("options")
+    if not isinstance(recorded, Mapping):
+        return options
+    changes: dict[str, Any] = {}
+    for name in sorted(options.fixed_by_artifact(recorded) & set(recorded)):
+        made = recorded[name]
+        asked = options.compute_dtype if name == "dtype" else getattr(options, name)
+        if made is None or made == asked:
+            continue
+        explicit = options.dtype != "auto" if name == "dtype" else asked != _default(type(options), name)
+        if explicit:
+            logger.warning(
+                "acceleron: %s holds a %s artifact made with %s=%r, not the %r asked for; it is loaded as it is "
+                "(pass export=True to export again with %s=%r)",
+                source,
+                backend.name,
+                name,
+                made,
+                asked,
+                name,
+                asked,
+            )
+        changes[name] = made
+    if not changes:
+        return options
+    return backend.parse_options({**options.to_dict(), **changes})
+
+
+def _default(cls: type[Options], name: str) -> Any:
+    for field in dataclasses.fields(cls):
+        if field.name == name:
+            return field.default
+    return None
+
+
+def load_config(folder: Path, trust_remote_code: bool) -> PretrainedConfig:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ArtifactNotFoundError(
+            f"{folder} has no usable config.json ({error}); it is needed next to the artifact."
+        ) from error
+    config._name_or_path = str(folder)
+    return config
+
+
+def load_parts(
+    model_id_or_path: str | os.PathLike[str],
+    *,
+    accelerator: str | Backend | None = None,
+    task: str | None = None,
+    options: Mapping[str, Any] | Options | None = None,
+    export: bool | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool | None = None,
+    trust_remote_code: bool = False,
+    subfolder: str = "",
+    file_name: str | None = None,
+    export_cache: ExportCache | str | os.PathLike[str] | None = None,
+    validate: bool = True,
+    strict: bool = False,
+) -> LoadedParts:
+    """Resolve the source, the task and the backend, find or export the artifact, load its session once.
+
+    See :meth:`acceleron.OptimizedModel.from_pretrained` for the arguments.
+    """
+    if export not in (None, True, False):
+        raise TypeError(f"export must be None, True or False, got {export!r}")
+    source = resolve_source(
+        model_id_or_path,
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        subfolder=subfolder,
+    )
+    spec = task_of(source, task)
+    backend = resolve_backend(accelerator, spec.name)
+    parsed = backend.parse_options(options)
+    file_name = file_name or source.file_name
+    artifact = None if export else backend.find_artifact(source.path, file_name)
+    session: Session | None = None
+    if artifact is not None:
+        manifest = read_manifest(source.path) or {}
+        parsed = options_from_manifest(backend, parsed, manifest, source)
+        check_recorded_validation(manifest, strict)
+        preprocessor_dir = source.path
+    elif export is False:
+        raise ArtifactNotFoundError(
+            f"{source} holds no {backend.name} artifact"
+            + (f" named {file_name!r}" if file_name else "")
+            + "; pass export=True (or leave export=None) to export it from the PyTorch weights."
+        )
+    else:
+        cache = export_cache if isinstance(export_cache, ExportCache) else ExportCache(export_cache)
+        entry, session = export_to_cache(
+            backend,
+            source,
+            spec,
+            parsed,
+            cache=cache,
+            trust_remote_code=trust_remote_code,
+            validate=validate,
+            strict=strict,
+        )
+        artifact = entry.path / entry.manifest["artifact"]
+        manifest = entry.manifest
+        preprocessor_dir = entry.path
+    config = load_config(preprocessor_dir, trust_remote_code)
+    if session is None:
+        session = backend.load(artifact, spec, parsed)
+    return LoadedParts(
+        backend=backend,
+        session=session,
+        config=config,
+        task=spec,
+        artifact=artifact,
+        preprocessor_dir=preprocessor_dir,
+        options=parsed,
+        manifest=dict(manifest),
+    )

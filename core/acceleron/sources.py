@@ -1,0 +1,136 @@
+"""Where a model comes from: a local folder or a hub snapshot, and what identifies its content.
+
+:func:`resolve_source` finds the folder (honouring ``HF_HUB_OFFLINE``); :func:`source_fingerprint`
+is the part of the export cache key that changes when the weights or the config do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from acceleron.cache import MANIFEST_NAME, cache_key, file_sha256
+from acceleron.errors import ArtifactNotFoundError
+
+#: Top-level files of a model folder that describe the model or its preprocessing (not weights).
+_PREPROCESSOR_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model folder on disk, and the id the user named it by."""
+
+    path: Path
+    model_id: str
+    revision: str | None
+    is_local: bool
+    file_name: str | None = None
+
+    def __str__(self) -> str:
+        return self.model_id
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_source(
+    model_id_or_path: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool | None = None,
+    subfolder: str = "",
+) -> ModelSource:
+    """Find the model folder: a local path, or a hub snapshot (honouring HF_HUB_OFFLINE)."""
+    if not isinstance(model_id_or_path, (str, os.PathLike)):
+        raise TypeError(f"model must be a model id or a folder path, got {type(model_id_or_path).__name__}")
+    text = os.fspath(model_id_or_path)
+    if not text.strip():
+        raise ValueError("model must not be empty: give a model id or a folder path")
+    path = Path(text).expanduser()
+    file_name = None
+    if path.is_file():
+        path, file_name = path.parent, path.name
+    if path.is_dir():
+        folder = path / subfolder if subfolder else path
+        if not folder.is_dir():
+            raise ArtifactNotFoundError(f"{path} has no subfolder {subfolder!r}")
+        return ModelSource(folder.resolve(), text, revision, True, file_name)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        raise ArtifactNotFoundError(f"no such model folder: {text}")
+    from huggingface_hub import snapshot_download
+
+    offline_only = bool(local_files_only) or offline()
+    try:
+        snapshot = snapshot_download(
+            text,
+            revision=revision,
+            token=token,
+            cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
+            local_files_only=offline_only,
+            ignore_patterns=[
+                "*.h5",
+                "*.msgpack",
+                "*.ot",
+                "flax_model*",
+                "tf_model*",
+                "rust_model*",
+                "coreml/*",
+            ],
+        )
+    except Exception as error:
+        where = "in the local hub cache (offline mode)" if offline_only else "locally or on the hub"
+        raise ArtifactNotFoundError(
+            f"cannot find model {text!r} {where}: {type(error).__name__}: {error}. "
+            "Check the id, or pass a local folder."
+        ) from error
+    folder = Path(snapshot) / subfolder if subfolder else Path(snapshot)
+    return ModelSource(folder, text, Path(snapshot).name, False)
+
+
+def copy_preprocessor_files(source: Path, target: Path) -> list[str]:
+    """Copy config, tokenizer and processor files (never weights) from ``source`` to ``target``."""
+    copied = []
+    for path in sorted(source.iterdir()):
+        if (
+            path.is_file()
+            and path.suffix in _PREPROCESSOR_SUFFIXES
+            and path.name != MANIFEST_NAME
+            and not (target / path.name).exists()
+        ):
+            shutil.copy2(path, target / path.name)
+            copied.append(path.name)
+    return copied
+
+
+def source_fingerprint(source: ModelSource) -> str:
+    """What identifies the source's content: a hub commit, or the hashes of the folder's top-level files."""
+    if not source.is_local:
+        return f"hub:{source.model_id}@{source.revision}"
+    entries = []
+    for path in sorted(source.path.iterdir()):
+        if path.is_file() and path.name != MANIFEST_NAME:
+            entries.append(f"{path.name}:{_memo_sha256(path)}")
+    return "sha256:" + cache_key({"files": entries})
+
+
+_hash_memo: dict[tuple[str, int, int], str] = {}
+_hash_lock = threading.Lock()
+
+
+def _memo_sha256(path: Path) -> str:
+    # Hashing weights costs ~0.1 s per 100 MB; remember digests per (path, size, mtime) in-process.
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _hash_lock:
+        cached = _hash_memo.get(key)
+    if cached is None:
+        cached = file_sha256(path)
+        with _hash_lock:
+            _hash_memo[key] = cached
+    return cached

@@ -1,0 +1,107 @@
+"""What ``acceleron backends`` reports: every known or installed backend and its status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from acceleron.plugins import KNOWN_BACKENDS, PluginManager, PluginRecord, Status, describe_error, get_plugin_manager
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What ``acceleron backends`` reports for one backend."""
+
+    name: str
+    status: Status
+    reason: str = ""
+    priority: int | None = None
+    distribution: str | None = None
+    version: str | None = None
+    aliases: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    auto_select: bool = True
+    builtin: bool = False
+    install_hint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "reason": self.reason,
+            "priority": self.priority,
+            "distribution": self.distribution,
+            "version": self.version,
+            "aliases": list(self.aliases),
+            "tasks": list(self.tasks),
+            "auto_select": self.auto_select,
+            "builtin": self.builtin,
+            "install_hint": self.install_hint,
+        }
+
+
+def backend_statuses(registry: PluginManager) -> list[BackendStatus]:
+    """One status per known or installed backend, for ``acceleron backends``."""
+    statuses: list[BackendStatus] = []
+    records = registry.records()
+    for record in records.values():
+        statuses.append(_status(registry, record))
+    for name, known in KNOWN_BACKENDS.items():
+        if name not in records:
+            statuses.append(
+                BackendStatus(
+                    name=name,
+                    status="not-installed",
+                    reason=f"install with: {known.install_hint}",
+                    distribution=known.distribution,
+                    aliases=known.aliases,
+                    install_hint=known.install_hint,
+                )
+            )
+    # Loaded backends in selection order, then broken or disabled ones, then first-party ones to install.
+    rank = {b.name: i for i, b in enumerate(registry.backends())}
+    first_party = list(KNOWN_BACKENDS)
+    return sorted(
+        statuses,
+        key=lambda s: (
+            (0, rank[s.name], "")
+            if s.name in rank
+            else (2, first_party.index(s.name), "")
+            if s.status == "not-installed"
+            else (1, 0, s.name)
+        ),
+    )
+
+
+def _status(registry: PluginManager, record: PluginRecord) -> BackendStatus:
+    common: dict[str, Any] = {
+        "name": record.name,
+        "distribution": record.distribution,
+        "version": record.version,
+        "builtin": record.builtin,
+    }
+    if record.disabled_reason:
+        return BackendStatus(status="disabled", reason=record.disabled_reason, **common)
+    backend = registry.load(record.name)
+    if backend is None:
+        return BackendStatus(status="load-failed", reason=record.error, **common)
+    try:
+        availability = backend.availability()
+        tasks = tuple(sorted(backend.supported_tasks()))
+    except Exception as error:  # a plugin bug must not break the listing
+        return BackendStatus(status="load-failed", reason=describe_error(error), **common)
+    return BackendStatus(
+        status="ok" if availability else "unavailable",
+        reason=availability.reason,
+        priority=backend.priority,
+        aliases=tuple(backend.aliases),
+        tasks=tasks,
+        auto_select=backend.auto_select,
+        install_hint=backend.install_hint,
+        **common,
+    )
+
+
+def list_backends() -> list[BackendStatus]:
+    """Status of every known or installed backend, best first."""
+    return backend_statuses(get_plugin_manager())

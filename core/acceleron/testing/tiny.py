@@ -1,0 +1,382 @@
+"""Tiny random models for tests, built offline: every architecture the conformance suite runs on.
+
+Each text architecture gets its own tokenizer class, as real checkpoints have: BERT a WordPiece
+tokenizer with token type ids, RoBERTa a byte-level BPE tokenizer without them, DistilBERT a
+WordPiece tokenizer without them. Causal LMs get a byte-level BPE tokenizer with a chat template.
+
+Needs torch, transformers and tokenizers (and Pillow for the image model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from acceleron.tasks import TASKS
+
+WORDS = [
+    "the",
+    "a",
+    "an",
+    "is",
+    "was",
+    "were",
+    "be",
+    "this",
+    "that",
+    "it",
+    "movie",
+    "film",
+    "story",
+    "actor",
+    "actors",
+    "plot",
+    "great",
+    "good",
+    "bad",
+    "terrible",
+    "wonderful",
+    "awful",
+    "boring",
+    "fun",
+    "loved",
+    "hated",
+    "best",
+    "worst",
+    "really",
+    "very",
+    "not",
+    "and",
+    "or",
+    "but",
+    "of",
+    "to",
+    "in",
+    "on",
+    "with",
+    "for",
+    "paris",
+    "france",
+    "london",
+    "city",
+    "capital",
+    "what",
+    "where",
+    "who",
+    "when",
+    "how",
+    "man",
+    "woman",
+    "eating",
+    "food",
+    "bread",
+    "piece",
+    "john",
+    "mary",
+    "lives",
+    "works",
+    "at",
+    "company",
+    "acme",
+    "music",
+    "play",
+    "played",
+    "time",
+    "day",
+    "night",
+    "happy",
+    "sad",
+]
+SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+TEXT_LABELS = {
+    "text-classification": ["NEGATIVE", "POSITIVE"],
+    "zero-shot-classification": ["contradiction", "neutral", "entailment"],
+    "token-classification": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"],
+}
+IMAGE_LABELS = ["cat", "dog", "bird"]
+AUDIO_LABELS = ["yes", "no", "silence"]
+
+TEXT_TASKS = (
+    "feature-extraction",
+    "text-classification",
+    "zero-shot-classification",
+    "token-classification",
+    "question-answering",
+    "fill-mask",
+)
+
+
+def _labels(names: list[str]) -> dict[str, Any]:
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+
+#: The text architectures :func:`build_tiny_model` builds, each with its own tokenizer class.
+TEXT_ARCHITECTURES = ("bert", "roberta", "distilbert")
+_BPE_SPECIAL = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+
+
+def _wordpiece_vocab() -> dict[str, int]:
+    return {token: index for index, token in enumerate((*SPECIAL, *WORDS))}
+
+
+def _byte_level_bpe(special: tuple[str, ...], corpus: list[str]) -> Any:
+    """A byte-level BPE tokenizer (GPT-2/RoBERTa style) trained on ``corpus``, ``special`` tokens first."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=384,
+        special_tokens=list(special),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus * 4, trainer=trainer)
+    return tokenizer
+
+
+def _roberta_tokenizer() -> Any:
+    """A byte-level BPE tokenizer like RoBERTa's: ``<s> ... </s>``, no token type ids."""
+    from tokenizers import processors
+    from transformers import RobertaTokenizerFast
+
+    tokenizer = _byte_level_bpe(_BPE_SPECIAL, [" ".join(WORDS), *WORDS, *sample_inputs("text-classification", 6)])
+    ids: dict[str, int] = {token: tokenizer.token_to_id(token) or 0 for token in _BPE_SPECIAL}
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", ids["</s>"]), ("<s>", ids["<s>"]))
+    return RobertaTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=64,
+    )
+
+
+def tiny_tokenizer(arch: str) -> Any:
+    """The tokenizer of a tiny ``arch`` model (see the module docstring)."""
+    import transformers
+
+    if arch == "roberta":
+        return _roberta_tokenizer()
+    if arch == "distilbert":
+        return transformers.DistilBertTokenizerFast(vocab=_wordpiece_vocab(), do_lower_case=True, model_max_length=64)
+    if arch == "bert":
+        bert: Any = transformers.BertTokenizerFast  # type: ignore[attr-defined]
+        return bert(vocab=_wordpiece_vocab(), do_lower_case=True, model_max_length=64)
+    raise ValueError(f"no tiny text architecture {arch!r}; choose one of {', '.join(TEXT_ARCHITECTURES)}")
+
+
+def _text_config(arch: str, task: str, vocab_size: int) -> Any:
+    import transformers
+
+    labels = _labels(TEXT_LABELS.get(task, ["LABEL_0", "LABEL_1"]))
+    common = {"vocab_size": vocab_size, "max_position_embeddings": 72, "pad_token_id": 0, **labels}
+    if arch == "bert":
+        return transformers.BertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **common
+        )
+    if arch == "roberta":
+        # A real RoBERTa: one token type (its tokenizer emits none), padding id 1, positions offset by it.
+        return transformers.RobertaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            type_vocab_size=1,
+            **{**common, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2},
+        )
+    if arch == "distilbert":
+        return transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **common)
+    raise ValueError(f"no tiny text architecture {arch!r}; choose bert, roberta or distilbert")
+
+
+#: The causal-LM families :func:`tiny_causal_lm` builds.
+CAUSAL_LM_FAMILIES = ("gpt2", "llama", "qwen2")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_CHAT_SPECIAL = ("<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>")
+
+
+def _causal_tokenizer() -> Any:
+    """A small byte-level BPE tokenizer (GPT-2 style) with a pad token and a chat template."""
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [*WORDS, *sample_inputs("text-classification", 6), "what is the capital of france? paris."]
+    tokenizer = _byte_level_bpe(_CHAT_SPECIAL, corpus)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        model_max_length=256,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _causal_config(family: str, vocab_size: int, eos: int, pad: int) -> Any:
+    import transformers
+
+    common: dict[str, Any] = {"vocab_size": vocab_size, "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": pad}
+    if family == "gpt2":
+        return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
+    decoder: dict[str, Any] = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": False,
+        **common,
+    }
+    if family == "llama":
+        return transformers.LlamaConfig(**decoder)
+    if family == "qwen2":
+        return transformers.Qwen2Config(**decoder)
+    raise ValueError(f"no tiny causal LM family {family!r}; choose one of {', '.join(CAUSAL_LM_FAMILIES)}")
+
+
+def tiny_causal_lm(family: str, directory: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random causal LM of ``family`` (gpt2, llama, qwen2) with its tokenizer into ``directory``."""
+    import torch
+    import transformers
+
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    tokenizer = _causal_tokenizer()
+    eos, pad = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|pad|>"])
+    config = _causal_config(family, len(tokenizer), eos, pad)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.eval()
+    model.generation_config.pad_token_id = pad
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def _image_parts() -> tuple[Any, Any]:
+    import transformers
+
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        **_labels(IMAGE_LABELS),
+    )
+    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+    return config, processor
+
+
+def _audio_parts() -> tuple[Any, Any]:
+    import transformers
+
+    config = transformers.Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=16,
+        vocab_size=8,
+        **_labels(AUDIO_LABELS),
+    )
+    extractor = transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    )
+    return config, extractor
+
+
+def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, seed: int = 0) -> Path:
+    """Write a tiny random model for ``task`` (weights, config, preprocessor) into ``directory``.
+
+    Text tasks take ``arch`` in :data:`TEXT_ARCHITECTURES`; image-classification a ViT and
+    audio-classification a wav2vec2. The same seed gives the same weights.
+    """
+    import torch
+    import transformers
+
+    spec = TASKS[task]
+    if spec.kind.generates:
+        return tiny_causal_lm(arch or "llama", directory, seed)
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    preprocessor: Any
+    if spec.modality == "text":
+        preprocessor = tiny_tokenizer(arch or "bert")
+        config = _text_config(arch or "bert", task, len(preprocessor))
+    elif spec.modality == "image":
+        config, preprocessor = _image_parts()
+    else:
+        config, preprocessor = _audio_parts()
+    torch.manual_seed(seed)
+    model = getattr(transformers, spec.auto_class).from_config(config)
+    model.eval()
+    model.save_pretrained(target)
+    preprocessor.save_pretrained(target)
+    return target
+
+
+def sample_inputs(task: str, count: int = 4, mask_token: str = "[MASK]") -> list[Any]:
+    """Pipeline inputs for ``task`` (sentences, question/context pairs, images or waveforms)."""
+    import numpy as np
+
+    sentences = [
+        "this movie was great fun",
+        "the plot was boring and the actors were bad",
+        "john lives in paris",
+        "what a wonderful film",
+        "mary works at acme in london",
+        "the worst story of the day",
+    ]
+    rng = np.random.default_rng(0)
+    if task == "question-answering":
+        return [
+            {"question": "where does john live", "context": sentences[i % 6] + " john lives in paris"}
+            for i in range(count)
+        ]
+    if task == "fill-mask":
+        return [f"the movie was {mask_token} {i}" if i % 2 else f"john lives in {mask_token}" for i in range(count)]
+    if task == "image-classification":
+        from PIL import Image
+
+        return [Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)) for _ in range(count)]
+    if task == "audio-classification":
+        return [rng.standard_normal(4000 + 800 * i).astype(np.float32) for i in range(count)]
+    return [sentences[i % len(sentences)] for i in range(count)]
+
+
+def outputs_close(left: Any, right: Any, atol: float, rtol: float = 1e-4) -> bool:
+    """Whether two pipeline results (nested lists/dicts of numbers and strings) agree."""
+    import numpy as np
+
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(outputs_close(left[k], right[k], atol, rtol) for k in left)
+    if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
+        return len(left) == len(right) and all(outputs_close(a, b, atol, rtol) for a, b in zip(left, right))
+    if isinstance(left, (int, float, np.floating, np.integer)) and isinstance(
+        right, (int, float, np.floating, np.integer)
+    ):
+        return bool(abs(float(left) - float(right)) <= atol + rtol * abs(float(right)))
+    if hasattr(left, "shape") and hasattr(right, "shape"):
+        return bool(np.allclose(np.asarray(left), np.asarray(right), atol=atol, rtol=rtol))
+    return bool(left == right)

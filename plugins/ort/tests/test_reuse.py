@@ -11,7 +11,7 @@ import pytest
 from acceleron import pipeline
 from acceleron.cache import ExportCache
 from acceleron.cli import main as acceleron_cli
-from acceleron_ort.backend import OrtBackend
+from acceleron_ort.plugin import OrtBackend
 
 
 def _forbid_export(monkeypatch: pytest.MonkeyPatch) -> None:

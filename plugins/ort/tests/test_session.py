@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 import pytest
@@ -11,7 +12,7 @@ from support import load
 from acceleron.backend import Availability
 from acceleron.errors import BackendUnavailableError, InvalidOptionError
 from acceleron.plugins import get_backend
-from acceleron_ort import backend as backend_module
+from acceleron_ort import plugin as plugin_module
 from acceleron_ort.session import execution_providers, session_options
 
 
@@ -22,8 +23,8 @@ def test_the_backend_is_found_by_its_alias() -> None:
 
 
 def test_availability_needs_an_onnxruntime_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend_module, "distribution_version", lambda *names: None)
-    availability = backend_module.OrtBackend().availability()
+    monkeypatch.setattr(plugin_module, "distribution_version", lambda *names: None)
+    availability = plugin_module.OrtBackend().availability()
     assert availability == Availability(False, availability.reason)
     assert "onnxruntime, onnxruntime-gpu" in availability.reason
 
@@ -31,20 +32,24 @@ def test_availability_needs_an_onnxruntime_distribution(monkeypatch: pytest.Monk
 def test_availability_accepts_onnxruntime_gpu_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     installed = {"onnxruntime-gpu": "1.31.0", "onnx": "1.23.2"}
     monkeypatch.setattr(
-        backend_module,
+        plugin_module,
         "distribution_version",
         lambda *names: next((installed[n] for n in names if n in installed), None),
     )
-    assert backend_module.OrtBackend().availability().ok
+    assert plugin_module.OrtBackend().availability().ok
+
+
+def _options(**options: Any) -> Any:
+    return get_backend("ort").parse_options(options)
 
 
 def test_cpu_maps_to_the_cpu_provider() -> None:
-    assert execution_providers({"device": "cpu"}) == (["CPUExecutionProvider"], [{}])
+    assert execution_providers(_options(device="cpu")) == (["CPUExecutionProvider"], [{}])
 
 
 def test_cuda_maps_to_the_cuda_provider_with_its_device_id(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    providers, options = execution_providers({"device": "cuda:1", "provider_options": {"arena_extend_strategy": 1}})
+    providers, options = execution_providers(_options(device="cuda:1", provider_options={"arena_extend_strategy": 1}))
     assert providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert options == [{"device_id": 1, "arena_extend_strategy": 1}, {}]
 
@@ -53,21 +58,21 @@ def test_cuda_without_a_gpu_build_says_what_to_install() -> None:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(BackendUnavailableError, match="no CUDAExecutionProvider.*Install onnxruntime-gpu"):
-        execution_providers({"device": "cuda"})
+        execution_providers(_options(device="cuda"))
 
 
-def test_an_unknown_device_is_refused() -> None:
+def test_an_unknown_device_is_refused_when_the_options_are_parsed() -> None:
     with pytest.raises(InvalidOptionError, match="'cpu' or 'cuda\\[:N\\]', not 'mps'"):
-        execution_providers({"device": "mps"})
+        _options(device="mps")
 
 
 def test_session_options_map_threads_level_and_pass_through() -> None:
     settings = session_options(
-        {
-            "num_threads": 3,
-            "graph_optimization": "basic",
-            "session_options": {"enable_mem_pattern": False, "session.intra_op.allow_spinning": "0"},
-        }
+        _options(
+            num_threads=3,
+            graph_optimization="basic",
+            session_options={"enable_mem_pattern": False, "session.intra_op.allow_spinning": "0"},
+        )
     )
     assert settings.intra_op_num_threads == 3
     assert settings.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -77,7 +82,7 @@ def test_session_options_map_threads_level_and_pass_through() -> None:
 
 def test_an_unknown_session_option_is_refused() -> None:
     with pytest.raises(InvalidOptionError, match="'intra_threads' is neither an onnxruntime.SessionOptions attribute"):
-        session_options({"session_options": {"intra_threads": 2}})
+        session_options(_options(session_options={"intra_threads": 2}))
 
 
 def test_the_loaded_model_reports_what_it_runs_with(saved_classifier: Path) -> None:

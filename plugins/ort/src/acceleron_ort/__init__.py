@@ -7,8 +7,9 @@ it through its entry point.
 
 from __future__ import annotations
 
-from acceleron_ort.backend import OrtBackend
+from acceleron_ort.options import OrtOptions
+from acceleron_ort.plugin import OrtBackend
 
 __version__ = "0.1.0"
 
-__all__ = ["OrtBackend", "__version__"]
+__all__ = ["OrtBackend", "OrtOptions", "__version__"]

@@ -1,4 +1,6 @@
-"""The options the ``ort`` backend accepts besides ``device``, ``dtype`` and ``num_threads``.
+"""The options of the ``ort`` backend: :class:`OrtOptions`.
+
+Besides ``device`` (``"cpu"`` or ``"cuda[:N]"``), ``dtype`` (auto/float32/int8) and ``num_threads``:
 
 =====================  ===========================================================================
 ``exporter``           ``"torchscript"`` (default) or ``"dynamo"`` (torch.export-based; needs onnxscript)
@@ -10,71 +12,62 @@
 ``provider_options``   dict passed to the execution provider
 =====================  ===========================================================================
 
-``dtype``, ``exporter``, ``opset`` and ``optimize`` change the exported file, so they are part of
-the export cache key (:attr:`OrtBackend.artifact_options`).
+``dtype``, ``exporter``, ``opset`` and ``optimize`` change the exported file, so they key the export
+cache (:attr:`OrtOptions.artifact_fields`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from acceleron.backend import Options
 from acceleron.errors import InvalidOptionError
 
 EXPORTERS = ("torchscript", "dynamo")
-DEFAULT_EXPORTER = "torchscript"
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-DEFAULT_GRAPH_OPTIMIZATION = "all"
-
-EXTRA_OPTIONS = frozenset(
-    {"exporter", "opset", "optimize", "graph_optimization", "session_options", "provider", "provider_options"}
-)
-ARTIFACT_OPTIONS = frozenset({"dtype", "exporter", "opset", "optimize"})
 
 
-def _choice(options: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str | None:
-    value = options.get(name)
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise InvalidOptionError(
-            f"{name}={value!r} is not valid for the ort backend; choose one of {', '.join(choices)}."
-        )
-    return text
+@dataclass(frozen=True)
+class OrtOptions(Options):
+    exporter: str = "torchscript"
+    opset: int | None = None
+    optimize: bool = False
+    graph_optimization: str = "all"
+    session_options: Mapping[str, Any] = field(default_factory=dict)
+    provider: str | None = None
+    provider_options: Mapping[str, Any] = field(default_factory=dict)
 
+    artifact_fields: ClassVar[frozenset[str]] = Options.artifact_fields | {"exporter", "opset", "optimize"}
 
-def _mapping(options: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = options.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
-        raise InvalidOptionError(f"{name} must be a dict with string keys, got {value!r}.")
-    return dict(value)
-
-
-def check_ort_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the ort-specific options (common ones are checked by the core).
-
-    Options left out stay out (defaults apply where they are used), so that the core can tell an
-    option asked for from a default when it compares them with a saved artifact's.
-    """
-    checked = dict(options)
-    for name, choices in (("exporter", EXPORTERS), ("graph_optimization", GRAPH_OPTIMIZATION_LEVELS)):
-        if name in checked:
-            checked[name] = _choice(options, name, choices)
-    opset = options.get("opset")
-    if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or not 11 <= opset <= 23):
-        raise InvalidOptionError(f"opset must be an integer between 11 and 23, got {opset!r}.")
-    optimize = options.get("optimize")
-    if optimize is not None and not isinstance(optimize, bool):
-        raise InvalidOptionError(f"optimize must be True or False, got {optimize!r}.")
-    provider = options.get("provider")
-    if provider is not None and (not isinstance(provider, str) or not provider.endswith("ExecutionProvider")):
-        raise InvalidOptionError(
-            f"provider must name an onnxruntime execution provider such as 'CUDAExecutionProvider', got {provider!r}."
-        )
-    for name in ("session_options", "provider_options"):
-        if name in checked:
-            checked[name] = _mapping(options, name)
-    return checked
+    def __post_init__(self) -> None:
+        for name, choices in (("exporter", EXPORTERS), ("graph_optimization", GRAPH_OPTIMIZATION_LEVELS)):
+            value = str(getattr(self, name)).strip().lower()
+            if value not in choices:
+                raise InvalidOptionError(
+                    f"{name}={getattr(self, name)!r} is not valid for the ort backend; "
+                    f"choose one of {', '.join(choices)}."
+                )
+            object.__setattr__(self, name, value)
+        opset = self.opset
+        if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or not 11 <= opset <= 23):
+            raise InvalidOptionError(f"opset must be an integer between 11 and 23, got {opset!r}.")
+        if not isinstance(self.optimize, bool):
+            raise InvalidOptionError(f"optimize must be True or False, got {self.optimize!r}.")
+        provider = self.provider
+        if provider is not None and (not isinstance(provider, str) or not provider.endswith("ExecutionProvider")):
+            raise InvalidOptionError(
+                "provider must name an onnxruntime execution provider such as 'CUDAExecutionProvider', "
+                f"got {provider!r}."
+            )
+        if provider is None and self.device.partition(":")[0] not in ("cpu", "cuda"):
+            raise InvalidOptionError(
+                f"the ort backend runs on device 'cpu' or 'cuda[:N]', not {self.device!r}; "
+                "for another execution provider pass provider='...ExecutionProvider'."
+            )
+        for name in ("session_options", "provider_options"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+                raise InvalidOptionError(f"{name} must be a dict with string keys, got {value!r}.")
+            object.__setattr__(self, name, dict(value))

@@ -1,4 +1,4 @@
-"""PyTorch -> ONNX with ``torch.onnx.export``, inputs, outputs and dynamic axes from the task table.
+"""The export hook: each graph of the core's plan to ONNX with ``torch.onnx.export`` (+ fusions, int8).
 
 Two exporters, chosen by the ``exporter`` option:
 
@@ -13,7 +13,9 @@ Models whose weights pass :data:`EXTERNAL_DATA_THRESHOLD` keep them in one exter
 
 from __future__ import annotations
 
+import inspect
 import logging
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,39 +25,20 @@ from typing import TYPE_CHECKING, Any
 import onnx
 import torch
 
+from acceleron.backend import distribution_version
 from acceleron.errors import ExportError
-from acceleron_ort.artifacts import METADATA_PREFIX, external_locations
+from acceleron_ort import fusion, quantize
+from acceleron_ort.artifacts import METADATA_PREFIX, external_data_files, external_locations
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
-
-    from acceleron.tasks import TaskSpec
+    from acceleron.tasks import ExportPlan, GraphPlan
+    from acceleron_ort.options import OrtOptions
 
 logger = logging.getLogger(__name__)
 
 TORCHSCRIPT_OPSET = 17
 #: Inline weights above this size move to an external data file (protobuf's hard limit is 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
-
-
-class _PositionalOutputs(torch.nn.Module):
-    """Calls the model with named inputs from positional ones; returns the task's outputs as a tuple."""
-
-    def __init__(self, model: torch.nn.Module, input_names: list[str], output_names: list[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-        self.output_names = output_names
-
-    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(**dict(zip(self.input_names, args)))
-        missing = [name for name in self.output_names if outputs.get(name) is None]
-        if missing:
-            raise ExportError(
-                f"{type(self.model).__name__} returns no {', '.join(missing)}; "
-                f"it returns {', '.join(outputs.keys())}. Is the task right for this model?"
-            )
-        return tuple(outputs[name] for name in self.output_names)
 
 
 @contextmanager
@@ -77,78 +60,79 @@ def _quiet_export() -> Iterator[None]:
             torch_onnx_logger.setLevel(level)
 
 
-def _dynamic_shapes(
-    names: list[str], axes: Mapping[str, Mapping[int, str]], *, generative: bool = False
-) -> tuple[Any, ...]:
-    """``dynamic_shapes`` for the traced wrapper: one ``Dim`` per axis name, shared across inputs.
+def _dynamic_shapes(graph: GraphPlan) -> tuple[Any, ...]:
+    """``dynamic_shapes`` for ``graph.module``: one ``Dim`` per axis name, shared across inputs.
 
-    The positional wrapper takes ``*args`` (one tuple of specs); the flat-cache wrapper takes
-    ``input_ids, attention_mask, position_ids, *past`` (three specs, then a tuple for the past).
+    Grouped as the module's ``forward`` takes them: one spec per named parameter, then one tuple
+    for ``*args`` (the positional wrapper takes only ``*args``, the flat-cache one three names first).
     """
     dims: dict[str, Any] = {}
-    per_input = []
-    for name in names:
-        per_input.append({axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes[name].items()})
-    if generative:
-        return (*per_input[:3], tuple(per_input[3:]))
-    return (tuple(per_input),)
+    specs = [
+        {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.items()}
+        for axes in (graph.dynamic_axes.get(name, {}) for name in graph.input_names)
+    ]
+    parameters = inspect.signature(graph.module.forward).parameters.values()
+    if not any(parameter.kind is inspect.Parameter.VAR_POSITIONAL for parameter in parameters):
+        return tuple(specs)
+    named = sum(parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for parameter in parameters)
+    return (*specs[:named], tuple(specs[named:]))
 
 
-def _flat_cache_wrapper(
-    model: PreTrainedModel, example_inputs: Mapping[str, torch.Tensor]
-) -> tuple[torch.nn.Module, list[str], list[str], dict[str, dict[int, str]]]:
-    """The traced module, input and output names and dynamic axes of a causal LM's flat-cache graph."""
-    from acceleron.kv_cache import FlatCacheCausalLM
+def export_plan(plan: ExportPlan, output_dir: Path, options: OrtOptions) -> Path:
+    """Export every graph of ``plan`` to ``output_dir/<graph>.onnx``; returns the main graph's file.
 
-    wrapper = FlatCacheCausalLM(model)
-    layout = wrapper.layout
-    if list(example_inputs) != layout.input_names:
-        raise ExportError(
-            f"text-generation exports take the flat KV-cache inputs {', '.join(layout.input_names[:4])}, ... "
-            f"(acceleron.kv_cache.example_inputs), not {', '.join(example_inputs)}."
-        )
-    return wrapper, layout.input_names, layout.output_names, layout.dynamic_axes()
-
-
-def torch_to_onnx(
-    model: PreTrainedModel,
-    task: TaskSpec,
-    example_inputs: Mapping[str, torch.Tensor],
-    path: Path,
-    *,
-    exporter: str,
-    opset: int | None,
-) -> Path:
-    """Export ``model`` to ``path`` with the chosen exporter; returns ``path``.
-
-    Generative tasks export :class:`~acceleron.kv_cache.FlatCacheCausalLM`: one graph for the
-    prefill and the decode steps, with the past key/values as inputs and the present ones as outputs.
+    ``optimize=True`` fuses transformer ops; ``dtype="int8"`` quantises the float32 export, which is
+    written aside and removed afterwards.
     """
-    wrapper: torch.nn.Module
-    if task.generative:
-        wrapper, input_names, output_names, axes = _flat_cache_wrapper(model, example_inputs)
-    else:
-        input_names = list(example_inputs)
-        output_names = list(task.output_names)
-        axes = task.dynamic_axes(input_names)
-        wrapper = _PositionalOutputs(model, input_names, output_names)
-    # eval() on the wrapper itself: export restores the wrapper's training mode, and with it the model's.
-    wrapper.eval()
-    args = tuple(example_inputs.values())
+    int8 = options.compute_dtype == "int8"
+    paths = []
+    for graph in plan.graphs:
+        folder = output_dir / "float32" if int8 else output_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        path = torch_to_onnx(graph, folder / f"{graph.name}.onnx", exporter=options.exporter, opset=options.opset)
+        store_weights(path)
+        fused = (
+            fusion.fuse(path, plan.model.config, external_data=bool(external_data_files(path)))
+            if options.optimize
+            else {}
+        )
+        if int8:
+            target = output_dir / path.name
+            quantize.quantize_int8(path, target, weight_only=plan.task.kind.generates)
+            shutil.rmtree(folder)
+            path = target
+            store_weights(path)
+        metadata = {
+            "task": plan.task.name,
+            "dtype": options.compute_dtype,
+            "exporter": options.exporter,
+            "fused": ",".join(sorted(fused)),
+            "torch": distribution_version("torch") or "",
+        }
+        write_metadata(path, metadata)
+        check_onnx(path)
+        paths.append(path)
+    return paths[0]
+
+
+def torch_to_onnx(graph: GraphPlan, path: Path, *, exporter: str, opset: int | None) -> Path:
+    """Export ``graph.module`` to ``path`` with the chosen exporter; returns ``path``."""
+    # eval() on the module itself: export restores the module's training mode, and with it the model's.
+    module = graph.module.eval()
     with _quiet_export(), torch.no_grad():
         if exporter == "torchscript":
             torch.onnx.export(
-                wrapper,
-                args,
+                module,
+                graph.example_args,
                 str(path),  # a str, not a Path: the exporter writes external data for >2GB models only then
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=axes,
+                input_names=graph.input_names,
+                output_names=graph.output_names,
+                dynamic_axes=graph.dynamic_axes,
                 opset_version=opset or TORCHSCRIPT_OPSET,
                 do_constant_folding=True,
                 dynamo=False,
             )
-        elif exporter == "dynamo":
+        else:
             try:
                 import onnxscript  # noqa: F401
             except ImportError as error:
@@ -157,20 +141,18 @@ def torch_to_onnx(
                     "(or use the default exporter='torchscript')."
                 ) from error
             torch.onnx.export(
-                wrapper,
-                args,
+                module,
+                graph.example_args,
                 str(path),
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_shapes=_dynamic_shapes(input_names, axes, generative=task.generative),
+                input_names=graph.input_names,
+                output_names=graph.output_names,
+                dynamic_shapes=_dynamic_shapes(graph),
                 opset_version=opset,
                 dynamo=True,
                 verbose=False,
                 external_data=True,
                 optimize=True,
             )
-        else:
-            raise ExportError(f"unknown exporter {exporter!r}; choose torchscript or dynamo.")
     if not path.is_file():
         raise ExportError(f"torch.onnx.export ({exporter}) wrote no {path.name}")
     return path

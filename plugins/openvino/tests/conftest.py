@@ -39,10 +39,10 @@ def saved_classifier(tiny_classifier: Path, tmp_path_factory: pytest.TempPathFac
     """``tiny_classifier`` exported to OpenVINO IR in float32 and saved: loads without exporting."""
     from acceleron_openvino.plugin import OpenVINOBackend
 
-    model = (
-        OpenVINOBackend()
-        .model_class()
-        .from_pretrained(tiny_classifier, task="text-classification", strict=True, dtype="float32")
+    from acceleron import OptimizedModel
+
+    model = OptimizedModel.from_pretrained(
+        tiny_classifier, accelerator=OpenVINOBackend(), task="text-classification", strict=True, dtype="float32"
     )
     return model.save_pretrained(tmp_path_factory.mktemp("saved") / "classifier-ov")
 
@@ -71,9 +71,9 @@ def torch_logits(tiny_classifier: Path, classifier_inputs: dict[str, Any]) -> An
 @pytest.fixture
 def load_ov() -> Any:
     """``load_ov(folder, **options)``: load ``folder`` on the ``ov`` backend (no export when it holds IR)."""
-    from acceleron.plugins import get_backend
+    from acceleron import OptimizedModel
 
     def load(folder: Path, **options: Any) -> Any:
-        return get_backend("ov").model_class().from_pretrained(folder, **options)
+        return OptimizedModel.from_pretrained(folder, accelerator="ov", **options)
 
     return load

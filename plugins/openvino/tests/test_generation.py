@@ -1,9 +1,9 @@
 """Text generation on the ``ov`` backend: the flat KV-cache step graph on tiny GPT-2, Llama and Qwen2 models.
 
-The backend's steps are driven directly (export, load, ``_forward``); greedy decoding carries the cache
-between steps as transformers' ``DynamicCache`` through :func:`acceleron.kv_cache.to_flat` and
-:func:`~acceleron.kv_cache.from_flat`, as the core's generation model does. The reference is PyTorch's
-own ``generate()`` in float32.
+The backend's steps are driven directly (prepare_plan, export, load, the session's ``_forward``); greedy
+decoding carries the cache between steps as transformers' ``DynamicCache`` through
+:func:`acceleron.kv_cache.to_flat` and :func:`~acceleron.kv_cache.from_flat`, as the core's generation model
+does. The reference is PyTorch's own ``generate()`` in float32.
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ def sessions(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[An
         if (family, dtype) not in loaded:
             model = models[family]
             backend = OpenVINOBackend()
-            options = backend.check_options({"dtype": dtype, "num_threads": 1, "compile_cache": False})
+            options = backend.parse_options({"dtype": dtype, "num_threads": 1, "compile_cache": False})
             folder = root / f"{family}-{dtype}"
             folder.mkdir()
-            artifact = backend.export(model, TASK, example_inputs(model.config), folder, options)
+            artifact = backend.export(backend.prepare_plan(TASK.plan(model), options), folder, options)
             loaded[family, dtype] = (model, backend.load(artifact, TASK, options))
         return loaded[family, dtype]
 
@@ -87,7 +87,7 @@ def sessions(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[An
 
 
 def step_of(session: Any) -> Step:
-    return lambda inputs: OpenVINOBackend()._forward(session, inputs, TASK)
+    return lambda inputs: session._forward(inputs)
 
 
 def prompts(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +152,7 @@ def test_float32_prefill_and_decode_logits_and_presents_within_1e_4(
     for case, inputs in cases.items():
         with torch.inference_mode():
             expected = dict(zip(layout.output_names, reference(*inputs.values())))
-        got = OpenVINOBackend()._forward(session, inputs, TASK)
+        got = session._forward(inputs)
         assert list(got) == layout.output_names
         for name, tensor in expected.items():
             assert got[name].dtype == torch.float32
@@ -219,12 +219,11 @@ def test_int8_weights_still_generate(sessions: Callable[..., tuple[Any, Any]]) -
 
 
 def test_static_shapes_are_refused_for_generation(sessions: Callable[..., tuple[Any, Any]]) -> None:
-    from acceleron_openvino.compile import compile_session
-    from acceleron_openvino.options import RuntimeOptions
-
     _, session = sessions("gpt2")
+    backend = OpenVINOBackend()
+    options = backend.parse_options({"static_batch_size": 1, "compile_cache": False})
     with pytest.raises(InvalidOptionError, match="do not apply to text-generation"):
-        compile_session(session.artifact, TASK, RuntimeOptions(static_batch_size=1, compile_cache=False))
+        backend.load(session.artifact, TASK, options)
 
 
 def test_text_generation_is_a_supported_task() -> None:
@@ -234,8 +233,23 @@ def test_text_generation_is_a_supported_task() -> None:
 def test_export_refuses_inputs_off_the_protocol(tmp_path: Path) -> None:
     from acceleron.errors import ExportError
 
-    model = tiny_causal_lm("gpt2")
-    inputs = example_inputs(model.config)
-    inputs.pop("position_ids")
+    backend = OpenVINOBackend()
+    options = backend.parse_options({"dtype": "float32"})
+    plan = backend.prepare_plan(TASK.plan(tiny_causal_lm("gpt2")), options)
+    plan.graph.example_inputs.pop("position_ids")
     with pytest.raises(ExportError, match="must be"):
-        OpenVINOBackend().export(model, TASK, inputs, tmp_path, {"dtype": "float32"})
+        backend.export(plan, tmp_path, options)
+
+
+def test_prepare_plan_swaps_only_the_flat_cache_step(tiny_classifier: Path) -> None:
+    from acceleron_openvino.generation import DirectPast
+
+    backend = OpenVINOBackend()
+    options = backend.parse_options({"dtype": "float32"})
+    causal = TASK.plan(tiny_causal_lm("llama"))
+    prepared = backend.prepare_plan(causal, options)
+    assert isinstance(prepared.graph.module, DirectPast) and prepared.graph.module.model is causal.model
+    assert prepared.graph.input_names == causal.graph.input_names
+    classifier = get_task("text-classification")
+    plan = classifier.plan(classifier.load_torch_model(tiny_classifier))
+    assert backend.prepare_plan(plan, options).graph.module is plan.graph.module

@@ -31,13 +31,13 @@ def test_unknown_device_lists_the_available_ones(saved_classifier: Path, load_ov
 
 
 def test_device_names_are_normalised_to_openvino_spelling() -> None:
-    assert OpenVINOBackend().check_options({"device": "cpu"})["device"] == "CPU"
+    assert OpenVINOBackend().parse_options({"device": "cpu"}).device == "CPU"
 
 
 def test_virtual_devices_check_the_devices_they_list() -> None:
-    assert OpenVINOBackend().check_options({"device": "AUTO:CPU"})["device"] == "AUTO:CPU"
+    assert OpenVINOBackend().parse_options({"device": "AUTO:CPU"}).device == "AUTO:CPU"
     with pytest.raises(InvalidOptionError, match=r"no device 'HETERO:XPU,CPU'"):
-        OpenVINOBackend().check_options({"device": "HETERO:XPU,CPU"})
+        OpenVINOBackend().parse_options({"device": "HETERO:XPU,CPU"})
 
 
 def test_available_devices_include_the_cpu() -> None:
@@ -61,7 +61,7 @@ def test_available_devices_include_the_cpu() -> None:
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidOptionError, match=message):
-        OpenVINOBackend().check_options(options)
+        OpenVINOBackend().parse_options(options)
 
 
 def test_num_threads_and_hint_reach_the_compiled_model(saved_classifier: Path, load_ov: Any) -> None:
@@ -92,7 +92,7 @@ def test_auto_reports_openvinos_default_precision(saved_classifier: Path, load_o
     model = load_ov(saved_classifier)
     runtime = model.report()["runtime"]
     expected = default_precision("CPU")
-    assert runtime["dtype"] == expected == OpenVINOBackend().effective_dtype(model.options)
+    assert runtime["dtype"] == expected == OpenVINOBackend().resolve_dtype(model.options) == model.options.compute_dtype
     assert runtime["requested_dtype"] == "auto"
     assert f"default precision on CPU here is {expected}" in runtime["precision_note"]
 
@@ -109,7 +109,7 @@ def test_bfloat16_without_native_support_runs_float32_and_says_so(saved_classifi
     runtime = model.report()["runtime"]
     assert runtime["dtype"] == "float32"
     assert "no native bfloat16" in runtime["notes"][0]
-    assert OpenVINOBackend().effective_dtype(model.options) == "float32"
+    assert OpenVINOBackend().resolve_dtype(model.options) == model.options.compute_dtype == "float32"
 
 
 def test_bfloat16_with_native_support_runs_bfloat16(saved_classifier: Path, load_ov: Any) -> None:
@@ -122,9 +122,10 @@ def test_a_precision_forced_through_ov_config_is_the_effective_dtype() -> None:
     import openvino
 
     backend = OpenVINOBackend()
-    assert backend.effective_dtype({"dtype": "auto", "ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}) == "float32"
+    forced = {"INFERENCE_PRECISION_HINT": "f32"}
+    assert backend.parse_options({"dtype": "auto", "ov_config": forced}).compute_dtype == "float32"
     forced = {"INFERENCE_PRECISION_HINT": openvino.Type.bf16}
-    assert backend.effective_dtype({"dtype": "float32", "ov_config": forced}) == "bfloat16"
+    assert backend.parse_options({"dtype": "float32", "ov_config": forced}).compute_dtype == "bfloat16"
 
 
 @pytest.mark.skipif(not _nncf_installed(), reason="dtype='int8' needs the int8 extra (NNCF)")
@@ -226,7 +227,7 @@ def test_compile_cache_can_be_turned_off_or_moved(saved_classifier: Path, load_o
 def test_an_export_leaves_one_compiled_blob(tiny_classifier: Path, load_ov: Any, tmp_path: Path) -> None:
     blobs = tmp_path / "blobs"
     load_ov(tiny_classifier, task=TASK, export_cache=tmp_path / "exports", compile_cache=str(blobs), num_threads=1)
-    assert len(list(blobs.glob("*.blob"))) == 1  # none for the validation load in the export's temp folder
+    assert len(list(blobs.glob("*.blob"))) == 1  # validated with the session that serves: one compile
 
 
 # ---- concurrency ----
@@ -273,10 +274,11 @@ def test_outputs_do_not_alias_the_request_buffers(
 
 
 def test_accelerator_none_prefers_ov_over_every_other_installed_backend() -> None:
-    from acceleron.plugins import get_plugin_manager, reset_plugin_manager
+    from acceleron import resolve_backend
+    from acceleron.plugins import reset_plugin_manager
 
     reset_plugin_manager()
-    assert get_plugin_manager().select(TASK, None).name == "ov"
+    assert resolve_backend(None, TASK).name == "ov"
 
 
 def test_openvino_is_an_alias_of_ov() -> None:

@@ -1,6 +1,7 @@
 """Accuracy of the ``ov`` backend on the real models (the sentiment classifier, MiniLM, SmolLM2); never timings.
 
-Runs only with ``ACCELERON_REAL_MODELS=1`` (the assets are built once by ``python benchmarks/assets.py prepare``)::
+Runs only with ``ACCELERON_REAL_MODELS=1``; the model folders come from ``acceleron.testing.assets``, whose
+functions skip a test when their asset is missing (build them once with ``python benchmarks/assets.py prepare``)::
 
     HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest plugins/openvino/tests/test_real_models.py
 """
@@ -8,7 +9,6 @@ Runs only with ``ACCELERON_REAL_MODELS=1`` (the assets are built once by ``pytho
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ pytestmark = [
     ),
 ]
 
-REPO = Path(__file__).resolve().parents[3]
 SENTENCES = 1024
 EMBEDDED_SENTENCES = 256
 BATCH = 32
@@ -29,10 +28,7 @@ BATCH = 32
 
 @pytest.fixture(scope="module")
 def assets() -> Any:
-    sys.path.insert(0, str(REPO))
-    from benchmarks import assets
-
-    return assets
+    return pytest.importorskip("acceleron.testing.assets", reason="needs acceleron.testing.assets")
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +54,9 @@ def _outputs(model: Any, batches: list[dict[str, Any]], name: str) -> list[Any]:
 
 
 def _load(task: str, path: Path, backend: str, export_cache: Path, **options: Any) -> Any:
-    from acceleron.plugins import get_backend
+    from acceleron import OptimizedModel
 
-    return get_backend(backend).model_class().from_pretrained(path, task=task, export_cache=export_cache, **options)
+    return OptimizedModel.from_pretrained(path, accelerator=backend, task=task, export_cache=export_cache, **options)
 
 
 # ---- the sentiment classifier, 1024 held-out sentences ----
@@ -166,7 +162,11 @@ CHAT_NEW_TOKENS = 64
 @pytest.fixture(scope="module")
 def smollm2(assets: Any) -> tuple[Any, Any, dict[str, Any]]:
     """The PyTorch float32 model, its tokenizer and the chat prompt, encoded."""
-    model, tokenizer = assets.load_smollm2()
+    import transformers
+
+    path = assets.smollm2_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
     encoded = tokenizer.apply_chat_template(
         [{"role": "user", "content": CHAT_PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
@@ -188,14 +188,15 @@ def _ov_greedy(model: Any, tokenizer: Any, encoded: dict[str, Any], folder: Path
     import torch
     from acceleron_openvino.plugin import OpenVINOBackend
 
-    from acceleron.kv_cache import CacheLayout, example_inputs, from_flat, position_ids_for, to_flat
+    from acceleron.kv_cache import CacheLayout, from_flat, position_ids_for, to_flat
     from acceleron.tasks import get_task
 
     task = get_task("text-generation")
     backend = OpenVINOBackend()
-    checked = backend.check_options({**options, "compile_cache": False})
+    parsed = backend.parse_options({**options, "compile_cache": False})
     folder.mkdir(parents=True, exist_ok=True)
-    session = backend.load(backend.export(model, task, example_inputs(model.config), folder, checked), task, checked)
+    artifact = backend.export(backend.prepare_plan(task.plan(model), parsed), folder, parsed)
+    session = backend.load(artifact, task, parsed)
     layout = CacheLayout.from_config(model.config)
     tokens, mask, cache, generated = encoded["input_ids"], encoded["attention_mask"], None, []
     for _ in range(CHAT_NEW_TOKENS):
@@ -205,7 +206,7 @@ def _ov_greedy(model: Any, tokenizer: Any, encoded: dict[str, Any], folder: Path
             "position_ids": position_ids_for(mask, tokens.shape[1]),
             **to_flat(cache, layout, 1, torch.float32),
         }
-        outputs = backend._forward(session, inputs, task)
+        outputs = session._forward(inputs)
         tokens = outputs["logits"][:, -1].argmax(-1, keepdim=True)
         generated.append(tokens)
         if int(tokens) == tokenizer.eos_token_id:

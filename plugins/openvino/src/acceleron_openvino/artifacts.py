@@ -12,11 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from acceleron.errors import AcceleronError, ArtifactNotFoundError
-from acceleron_openvino.export import IR_NAME
 
 if TYPE_CHECKING:
     import openvino
 
+
+def ir_name(graph_name: str) -> str:
+    """The IR file of a plan's graph: ``openvino_model.xml`` for the main one, as OpenVINO exporters name it."""
+    return f"openvino_{graph_name}.xml"
+
+
+IR_NAME = ir_name("model")
 IR_SUFFIX = ".xml"
 ONNX_SUFFIX = ".onnx"
 ONNX_NAME = "model.onnx"
@@ -73,15 +79,6 @@ def read_model(artifact: Path) -> openvino.Model:
     """Read an IR or ONNX file; a missing ``.bin`` or an unreadable file raises with the cause."""
     from acceleron_openvino.devices import get_core
 
-    check_complete(artifact)
-    try:
-        return get_core().read_model(str(artifact))
-    except RuntimeError as error:
-        raise unreadable(artifact, error) from error
-
-
-def check_complete(artifact: Path) -> None:
-    """Raise when the IR's weights file is missing (OpenVINO's own message is cryptic)."""
     if not artifact.is_file():
         raise ArtifactNotFoundError(f"{artifact} does not exist; export the model again with export=True.")
     if artifact.suffix == IR_SUFFIX and not weights_file(artifact).is_file():
@@ -89,15 +86,14 @@ def check_complete(artifact: Path) -> None:
             f"the OpenVINO IR {artifact.name} in {artifact.parent} has no weights file {weights_file(artifact).name} "
             "beside it; copy the .bin next to the .xml, or export again with export=True."
         )
-
-
-def unreadable(artifact: Path, error: Exception) -> AcceleronError:
-    """The error for a model file OpenVINO cannot read or compile."""
-    kind = "OpenVINO IR" if artifact.suffix == IR_SUFFIX else "ONNX model"
-    return AcceleronError(
-        f"OpenVINO cannot read the {kind} {artifact} (is it corrupt or truncated?): {error_reason(error)}. "
-        "Replace the file, or export again with export=True."
-    )
+    try:
+        return get_core().read_model(str(artifact))
+    except RuntimeError as error:
+        kind = "OpenVINO IR" if artifact.suffix == IR_SUFFIX else "ONNX model"
+        raise AcceleronError(
+            f"OpenVINO cannot read the {kind} {artifact} (is it corrupt or truncated?): {error_reason(error)}. "
+            "Replace the file, or export again with export=True."
+        ) from error
 
 
 def error_reason(error: Exception) -> str:

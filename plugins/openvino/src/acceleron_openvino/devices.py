@@ -45,6 +45,8 @@ def normalize_device(device: str) -> str:
     devices they list checked.
     """
     name = device.strip().upper()
+    if name == "CPU":  # always there; checking it would import OpenVINO
+        return name
     if not name:
         raise InvalidOptionError("device must not be empty; use 'CPU', 'GPU', 'NPU' or 'AUTO'.")
     kind, _, listed = name.partition(":")

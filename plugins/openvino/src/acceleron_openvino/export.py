@@ -1,65 +1,72 @@
-"""PyTorch -> OpenVINO IR, straight through ``openvino.convert_model`` (no ONNX detour).
+"""The export hook: each graph of the core's plan -> OpenVINO IR, straight through ``openvino.convert_model``.
 
-Input names, input dtypes and dynamic dimensions come from acceleron's task table; the IR's inputs
-and outputs carry the task's tensor names, so a session feeds and reads them by name.
+Input names, dtypes and dynamic axes come from the plan; the IR's inputs and outputs carry the
+plan's tensor names, so a session feeds and reads them by name. ``dtype="int8"`` compresses the
+weights with NNCF; other dtypes are compile hints and leave the IR in float32.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from acceleron.errors import ExportError
+from acceleron.errors import AcceleronError, ExportError
+from acceleron_openvino.artifacts import error_reason, ir_name
 
 if TYPE_CHECKING:
     import openvino
-    import torch
-    from transformers import PreTrainedModel
 
-    from acceleron.tasks import TaskSpec
+    from acceleron.tasks import ExportPlan, GraphPlan
+    from acceleron_openvino.options import OpenVINOOptions
 
-
-IR_NAME = "openvino_model.xml"
 #: Where NNCF records a weight compression in the model's runtime info.
 NNCF_COMPRESSION_RT_INFO = ["nncf", "weight_compression"]
 
 
-def convert_pytorch(
-    model: PreTrainedModel, task: TaskSpec, example_inputs: Mapping[str, torch.Tensor]
-) -> openvino.Model:
-    """Convert ``model`` to an ``openvino.Model`` whose inputs and outputs are named after the task's tensors."""
+def export_plan(plan: ExportPlan, output_dir: Path, options: OpenVINOOptions) -> Path:
+    """Convert and save every graph of ``plan``; returns the main graph's IR."""
+    import openvino
+
+    saved = []
+    for graph in plan.graphs:
+        model = convert_graph(graph, f"{type(plan.model).__name__} for {plan.task.name}")
+        if options.dtype == "int8":
+            model = compress_weights_int8(model)
+        target = output_dir / ir_name(graph.name)
+        openvino.save_model(model, str(target), compress_to_fp16=False)  # float32 weights, for exactness
+        saved.append(target)
+    return saved[0]
+
+
+def convert_graph(graph: GraphPlan, what: str) -> openvino.Model:
+    """``graph.module`` traced on its example inputs, its inputs and outputs named after the plan's."""
     import openvino
     import torch
 
-    input_names = list(example_inputs)
-    axes = task.dynamic_axes(input_names)
-    examples = tuple(example_inputs.values())
-    with torch.inference_mode(False), torch.no_grad():
-        produced = model(**example_inputs)
-    output_names = [name for name in task.output_names if produced.get(name) is not None]
-    if not output_names:
+    if list(graph.example_inputs) != list(graph.input_names):
         raise ExportError(
-            f"{type(model).__name__} returns none of {', '.join(task.output_names)} for {task.name}; "
-            "it cannot serve this task."
+            f"the example inputs of graph {graph.name!r} must be {graph.input_names}, got {list(graph.example_inputs)}."
         )
+    # Element types come from the example inputs; only the dynamic axes are set here.
     shapes = [
-        (
-            openvino.PartialShape(
-                [-1 if axis in axes.get(name, {}) else size for axis, size in enumerate(tensor.shape)]
-            ),
-            _element_type(tensor.dtype),
+        openvino.PartialShape(
+            [-1 if axis in graph.dynamic_axes.get(name, {}) else size for axis, size in enumerate(x.shape)]
         )
-        for name, tensor in example_inputs.items()
+        for name, x in graph.example_inputs.items()
     ]
-    wrapper = positional_wrapper(model, input_names, output_names)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
-        ov_model = openvino.convert_model(wrapper, example_input=examples, input=shapes)
-    name_ports(ov_model, input_names, output_names)
-    return ov_model
+        try:
+            model = openvino.convert_model(graph.module, example_input=graph.example_args, input=shapes)
+        except AcceleronError:
+            raise
+        except Exception as error:  # OpenVINO raises its own OpConversionFailure, not a RuntimeError subclass
+            raise ExportError(f"OpenVINO could not convert {what}: {error_reason(error)}") from error
+    name_ports(model, graph.input_names, graph.output_names)
+    return model
 
 
 def name_ports(model: openvino.Model, input_names: Sequence[str], output_names: Sequence[str]) -> None:
@@ -69,9 +76,7 @@ def name_ports(model: openvino.Model, input_names: Sequence[str], output_names: 
             f"the converted graph has {len(model.inputs)} inputs and {len(model.outputs)} outputs; expected "
             f"{list(input_names)} and {list(output_names)}. Report this with the model's architecture."
         )
-    for port, name in zip(model.inputs, input_names):
-        port.get_tensor().set_names({name})
-    for port, name in zip(model.outputs, output_names):
+    for port, name in zip([*model.inputs, *model.outputs], [*input_names, *output_names]):
         port.get_tensor().set_names({name})
 
 
@@ -95,45 +100,3 @@ def compress_weights_int8(model: openvino.Model) -> openvino.Model:
     finally:
         nncf.set_log_level(level)
     return compressed
-
-
-def save_ir(model: openvino.Model, output_dir: Path) -> Path:
-    """Write ``openvino_model.xml`` and ``.bin`` into ``output_dir``, weights kept in float32 for exactness."""
-    import openvino
-
-    target = output_dir / IR_NAME
-    openvino.save_model(model, str(target), compress_to_fp16=False)
-    return target
-
-
-def _element_type(dtype: torch.dtype) -> openvino.Type:
-    import openvino
-    import torch
-
-    types = {
-        torch.int64: openvino.Type.i64,
-        torch.int32: openvino.Type.i32,
-        torch.float32: openvino.Type.f32,
-        torch.float16: openvino.Type.f16,
-        torch.bfloat16: openvino.Type.bf16,
-        torch.bool: openvino.Type.boolean,
-    }
-    if dtype not in types:
-        raise ExportError(f"example input of dtype {dtype} has no OpenVINO element type mapping.")
-    return types[dtype]
-
-
-def positional_wrapper(inner: Any, input_names: list[str], output_names: list[str]) -> torch.nn.Module:
-    """``inner`` taking its inputs positionally and returning the task's outputs as a tuple, for tracing."""
-    import torch
-
-    class Positional(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            outputs = self.inner(**dict(zip(input_names, args)))
-            return tuple(outputs[name] for name in output_names)
-
-    return Positional().eval()

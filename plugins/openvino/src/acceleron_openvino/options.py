@@ -1,15 +1,16 @@
-"""The ``ov`` backend's options: checked once, then turned into an OpenVINO compile configuration.
+"""The ``ov`` backend's options, parsed once into :class:`OpenVINOOptions`.
 
-User-facing options (besides acceleron's common ``device``, ``dtype`` and ``num_threads``):
+Besides acceleron's common ``device``, ``dtype`` and ``num_threads``:
 
 ``performance_hint``        ``"latency"`` (default) or ``"throughput"`` -> ``PERFORMANCE_HINT``
 ``static_batch_size``       reshape the model to this batch size before compiling
-``static_sequence_length``  reshape text and audio inputs to this length before compiling
+``static_sequence_length``  reshape the sequence axis to this length before compiling
 ``ov_config``               a dict passed to ``compile_model`` as is, after (so over) acceleron's settings
 ``compile_cache``           True (default): cache compiled models under the acceleron cache;
                             False: never; a path: cache there
 
-This module does not import OpenVINO.
+``device`` is normalised to OpenVINO's spelling and checked against its devices (which imports
+OpenVINO, unless it is the CPU); nothing else here imports it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acceleron.backend import Options
 from acceleron.errors import InvalidOptionError
 
 #: acceleron dtype -> OpenVINO ``INFERENCE_PRECISION_HINT`` (None: leave OpenVINO's default).
@@ -27,41 +29,58 @@ PRECISION_HINTS: dict[str, str | None] = {"auto": None, "float32": "f32", "bfloa
 #: OpenVINO element type names -> acceleron dtype names.
 PRECISION_NAMES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-
-EXTRA_OPTIONS = frozenset(
-    {"performance_hint", "static_batch_size", "static_sequence_length", "ov_config", "compile_cache"}
-)
-
 #: Sub-folder of the acceleron cache root that holds OpenVINO's compiled-model blobs.
 COMPILE_CACHE_FOLDER = "openvino-compiled"
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Checked options, in the terms the OpenVINO runtime needs."""
+def precision_name(hint: Any) -> str:
+    """The acceleron dtype of an ``INFERENCE_PRECISION_HINT`` (a string such as ``"bf16"`` or an ``openvino.Type``)."""
+    name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
+    return PRECISION_NAMES.get(name, name)
 
-    device: str = "CPU"
-    dtype: str = "auto"
-    num_threads: int | None = None
+
+@dataclass(frozen=True)
+class OpenVINOOptions(Options):
+    """Options of the ``ov`` backend. ``dtype`` keys the export: int8 compresses the IR's weights, and
+    every precision keeps its own validation report (bfloat16 and float32 are only compile hints)."""
+
     performance_hint: str = "latency"
     static_batch_size: int | None = None
     static_sequence_length: int | None = None
-    ov_config: Mapping[str, Any] = field(default_factory=dict)
+    ov_config: Mapping[str, Any] = field(default_factory=dict, hash=False)
     compile_cache: bool | str = True
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> RuntimeOptions:
-        """Build from options already filled in by :meth:`OpenVINOBackend.check_options`."""
-        return cls(
-            device=str(options.get("device") or "CPU"),
-            dtype=str(options.get("dtype") or "auto"),
-            num_threads=options.get("num_threads"),
-            performance_hint=str(options.get("performance_hint") or "latency"),
-            static_batch_size=options.get("static_batch_size"),
-            static_sequence_length=options.get("static_sequence_length"),
-            ov_config=dict(options.get("ov_config") or {}),
-            compile_cache=options.get("compile_cache", True),
-        )
+    def __post_init__(self) -> None:
+        from acceleron_openvino.devices import normalize_device
+
+        hint = str(self.performance_hint).lower()
+        if hint not in PERFORMANCE_HINTS:
+            raise InvalidOptionError(
+                f"performance_hint must be one of {', '.join(PERFORMANCE_HINTS)}, got {self.performance_hint!r}."
+            )
+        for name in ("static_batch_size", "static_sequence_length"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InvalidOptionError(
+                    f"{name} must be a positive integer (or None for a dynamic size), got {value!r}."
+                )
+        if not isinstance(self.ov_config, Mapping):
+            raise InvalidOptionError(
+                f"ov_config must be a dict of OpenVINO properties such as {{'NUM_STREAMS': 2}}, got {self.ov_config!r}."
+            )
+        cache = os.fspath(self.compile_cache) if isinstance(self.compile_cache, os.PathLike) else self.compile_cache
+        if not isinstance(cache, (bool, str)):
+            raise InvalidOptionError(f"compile_cache must be True, False or a folder path, got {cache!r}.")
+        object.__setattr__(self, "performance_hint", hint)
+        object.__setattr__(self, "ov_config", {str(key): value for key, value in self.ov_config.items()})
+        object.__setattr__(self, "compile_cache", cache)
+        object.__setattr__(self, "device", normalize_device(self.device))
+
+    def fixed_by_artifact(self, recorded: Mapping[str, Any]) -> frozenset[str]:
+        # A float IR runs as float32, bfloat16 or int8 (hints and load-time compression); an int8 IR stays int8.
+        if recorded.get("dtype") == "int8":
+            return self.artifact_fields
+        return self.artifact_fields - {"dtype"}
 
     @property
     def static_shapes(self) -> bool:
@@ -90,35 +109,3 @@ class RuntimeOptions:
         from acceleron.cache import default_cache_dir
 
         return default_cache_dir() / COMPILE_CACHE_FOLDER
-
-
-def _positive_int_or_none(options: Mapping[str, Any], name: str) -> None:
-    value = options.get(name)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise InvalidOptionError(f"{name} must be a positive integer (or None for a dynamic size), got {value!r}.")
-
-
-def check_extra_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the ``ov``-specific options; returns them with defaults filled in and names normalised."""
-    checked = dict(options)
-    hint = str(checked.get("performance_hint") or "latency").lower()
-    if hint not in PERFORMANCE_HINTS:
-        raise InvalidOptionError(
-            f"performance_hint must be one of {', '.join(PERFORMANCE_HINTS)}, got {checked['performance_hint']!r}."
-        )
-    checked["performance_hint"] = hint
-    _positive_int_or_none(checked, "static_batch_size")
-    _positive_int_or_none(checked, "static_sequence_length")
-    ov_config = checked.get("ov_config")
-    if ov_config is not None and not isinstance(ov_config, Mapping):
-        raise InvalidOptionError(
-            f"ov_config must be a dict of OpenVINO properties such as {{'NUM_STREAMS': 2}}, got {ov_config!r}."
-        )
-    checked["ov_config"] = {str(key): value for key, value in (ov_config or {}).items()}
-    cache = checked.get("compile_cache", True)
-    if isinstance(cache, os.PathLike):
-        cache = os.fspath(cache)
-    if not isinstance(cache, (bool, str)):
-        raise InvalidOptionError(f"compile_cache must be True, False or a folder path, got {cache!r}.")
-    checked["compile_cache"] = cache
-    return checked

@@ -1,45 +1,30 @@
 """The ``ov`` backend: OpenVINO, registered through the ``acceleron.backends`` entry point.
 
-Export converts the PyTorch model with ``openvino.convert_model`` and saves IR (for text-generation,
-one decoder step on acceleron's flat KV-cache protocol: see ``generation.py``); load reads IR (or an
-ONNX file found in the model folder) and compiles it once per model and device; ``_forward`` runs
-one borrowed infer request per call. Importing this module imports neither OpenVINO nor torch.
+Export converts each graph of the core's plan with ``openvino.convert_model`` and saves IR
+(``prepare_plan`` swaps the flat-cache step of text-generation for its OpenVINO-safe tracing, see
+``generation.py``); load reads IR (or an ONNX file found in the model folder) and compiles it once
+per model and device into a session that runs one borrowed infer request per call. Importing this
+module imports neither OpenVINO nor torch.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from acceleron import Availability, Backend, hookimpl
-from acceleron.backend import distribution_version, module_installed
-from acceleron_openvino.options import EXTRA_OPTIONS, PRECISION_NAMES, RuntimeOptions, check_extra_options
+from acceleron.backend import Options, distribution_version, module_installed
+from acceleron_openvino.options import OpenVINOOptions, precision_name
 
 if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel
-
-    from acceleron.tasks import TaskSpec
+    from acceleron.tasks import ExportPlan, TaskSpec
     from acceleron_openvino.session import OpenVINOSession
 
-logger = logging.getLogger(__name__)
 
-TASKS = frozenset(
-    {
-        "feature-extraction",
-        "text-classification",
-        "zero-shot-classification",
-        "token-classification",
-        "question-answering",
-        "fill-mask",
-        "image-classification",
-        "audio-classification",
-        "text-generation",
-    }
-)
+def _ov(options: Options) -> OpenVINOOptions:
+    if not isinstance(options, OpenVINOOptions):
+        raise TypeError(f"the ov backend needs OpenVINOOptions (Backend.parse_options), got {type(options).__name__}")
+    return options
 
 
 class OpenVINOBackend(Backend):
@@ -50,12 +35,8 @@ class OpenVINOBackend(Backend):
     priority = 300
     install_hint = "pip install 'acceleron[openvino]'"
     runtime_modules = ("openvino", "torch", "nncf")
-    extra_options = EXTRA_OPTIONS
-    # int8 compresses the IR's weights; every dtype keeps its own export (and validation report).
-    artifact_options = frozenset({"dtype"})
+    options_class = OpenVINOOptions
     dtypes = ("auto", "float32", "bfloat16", "int8")
-
-    # ---- identity and capability ----
 
     def availability(self) -> Availability:
         if distribution_version("openvino") is None or not module_installed("openvino"):
@@ -64,41 +45,30 @@ class OpenVINOBackend(Backend):
             return Availability(False, "torch is not installed; it is needed to export models.")
         return Availability(True)
 
-    def supported_tasks(self) -> frozenset[str]:
-        return TASKS
-
     def versions(self) -> dict[str, str]:
         return {"openvino": distribution_version("openvino") or "unknown"}
 
-    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Common checks, then ``ov``'s own; the device is checked against OpenVINO's device list now."""
-        from acceleron_openvino.devices import normalize_device
-
-        checked = check_extra_options(super().check_options(options))
-        checked["device"] = normalize_device(checked["device"])
-        runtime = RuntimeOptions.from_options(checked)
-        if runtime.num_threads is not None and not runtime.is_cpu:
-            logger.warning("acceleron[ov]: num_threads applies to the CPU only; it is ignored on %s", runtime.device)
-        return checked
-
-    def effective_dtype(self, options: Mapping[str, Any]) -> str:
-        """The precision OpenVINO computes in: ``auto`` is the device's default (bfloat16 on AMX CPUs)."""
+    def resolve_dtype(self, options: Options) -> str:
+        """int8, else a precision forced through ``ov_config``, else ``dtype`` on this device: ``auto`` is
+        the device's default (bfloat16 on AMX CPUs); bfloat16 without native support runs float32."""
         from acceleron_openvino.devices import default_precision, native_bfloat16
 
-        runtime = RuntimeOptions.from_options(options)
-        forced = runtime.ov_config.get("INFERENCE_PRECISION_HINT")
-        if forced is not None:  # a string such as "bf16", or an openvino.Type
-            name = forced.get_type_name() if hasattr(forced, "get_type_name") else str(forced).lower()
-            return PRECISION_NAMES.get(name, name)
-        if runtime.dtype == "int8":
+        options = _ov(options)
+        forced = options.ov_config.get("INFERENCE_PRECISION_HINT")
+        if options.dtype == "int8":
             return "int8"
-        if runtime.dtype == "bfloat16" and not native_bfloat16(runtime.device):
+        if forced is not None:
+            return precision_name(forced)
+        if options.dtype == "auto":
+            return default_precision(options.device)
+        if options.dtype == "bfloat16" and not native_bfloat16(options.device):
             return "float32"
-        if runtime.dtype == "auto":
-            return default_precision(runtime.device)
-        return runtime.dtype
+        return options.dtype
 
-    # ---- the three steps ----
+    def prepare_plan(self, plan: ExportPlan, options: Options) -> ExportPlan:
+        from acceleron_openvino.generation import direct_past
+
+        return direct_past(plan)
 
     def find_artifact(self, folder: Path, file_name: str | None = None) -> Path | None:
         from acceleron_openvino.artifacts import find_model_file
@@ -110,46 +80,15 @@ class OpenVINOBackend(Backend):
 
         return model_files(artifact)
 
-    def export(
-        self,
-        model: PreTrainedModel,
-        task: TaskSpec,
-        example_inputs: Mapping[str, torch.Tensor],
-        output_dir: Path,
-        options: Mapping[str, Any],
-    ) -> Path:
-        from acceleron_openvino.export import compress_weights_int8, convert_pytorch, save_ir
+    def export(self, plan: ExportPlan, output_dir: Path, options: Options) -> Path:
+        from acceleron_openvino.export import export_plan
 
-        if task.generative:
-            from acceleron_openvino.generation import convert_causal_lm
+        return export_plan(plan, output_dir, _ov(options))
 
-            ov_model = convert_causal_lm(model, example_inputs)
-        else:
-            ov_model = convert_pytorch(model, task, example_inputs)
-        if options.get("dtype") == "int8":
-            ov_model = compress_weights_int8(ov_model)
-        return save_ir(ov_model, output_dir)
+    def load(self, artifact: Path, task: TaskSpec, options: Options) -> OpenVINOSession:
+        from acceleron_openvino.session import load_session
 
-    def load(self, artifact: Path, task: TaskSpec, options: Mapping[str, Any]) -> OpenVINOSession:
-        from acceleron_openvino.compile import compile_session
-
-        started = time.perf_counter()
-        session = compile_session(artifact, task, RuntimeOptions.from_options(options))
-        logger.info(
-            "acceleron[ov]: compiled %s for %s in %.2f s", artifact.name, session.device, time.perf_counter() - started
-        )
-        return session
-
-    def _forward(
-        self, session: OpenVINOSession, inputs: Mapping[str, torch.Tensor], task: TaskSpec
-    ) -> dict[str, torch.Tensor]:
-        return session.run(inputs)
-
-    def describe(self, session: OpenVINOSession, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Device, precision, threads, streams and shapes the compiled model actually runs with."""
-        from acceleron_openvino.compile import describe_session
-
-        return describe_session(session, RuntimeOptions.from_options(options))
+        return load_session(artifact, task, _ov(options))
 
 
 @hookimpl

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,3 +22,17 @@ def _private_export_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     reset_plugin_manager()
     yield
     reset_plugin_manager()
+
+
+@pytest.fixture(scope="module")
+def assets() -> Any:
+    """The real-model assets: ``acceleron.testing.assets``, else the repository's ``benchmarks/assets.py``
+    (importable when pytest runs from the repository root, no ``sys.path`` edit); skips when neither is."""
+    try:
+        from acceleron.testing import assets
+    except ImportError:
+        try:
+            from benchmarks import assets
+        except ImportError as error:
+            pytest.skip(f"no real-model assets (acceleron.testing.assets, benchmarks/assets.py): {error}")
+    return assets

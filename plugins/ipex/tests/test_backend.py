@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 import torch
-from acceleron_ipex import cpu, engine, recipe
+from acceleron_ipex import artifacts, cpu, engine
 
+from acceleron import OptimizedModel
 from acceleron.errors import AcceleronError, InvalidOptionError
 from acceleron.plugins import get_backend
 from acceleron.tasks import get_task
@@ -44,7 +45,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]
 
 
 def load(folder: Path, task: str, **options: Any) -> Any:
-    return get_backend("ipex").model_class().from_pretrained(folder, task=task, strict=True, **options)
+    return OptimizedModel.from_pretrained(folder, accelerator="ipex", task=task, strict=True, **options)
 
 
 def reference(folder: Path, task: str, batch_size: int = 3, sequence_length: int = 13) -> tuple[dict, dict]:
@@ -78,7 +79,7 @@ def test_auto_is_bfloat16_exactly_where_the_cpu_has_it(monkeypatch: pytest.Monke
     for flags, expected in ((frozenset({"avx512f", "amx_bf16"}), "bfloat16"), (frozenset({"avx512f"}), "float32")):
         monkeypatch.setattr(cpu, "cpu_flags", lambda flags=flags: flags)
         cpu.has_native_bf16.cache_clear()
-        assert backend.effective_dtype({"dtype": "auto"}) == expected
+        assert backend.parse_options({"dtype": "auto"}).compute_dtype == expected
     cpu.has_native_bf16.cache_clear()
 
 
@@ -129,8 +130,8 @@ def test_saved_model_loads_and_runs_without_the_source(tiny: Callable[[str, str]
     saved = model.save_pretrained(tmp_path / "saved")
     shutil.rmtree(source)
     shutil.rmtree(tmp_path / "cache")
-    reloaded = get_backend("ipex").model_class().from_pretrained(saved, export=False)
-    assert {path.name for path in saved.iterdir()} >= {recipe.TORCHSCRIPT_FILE, recipe.RECIPE_FILE, "config.json"}
+    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False)
+    assert {path.name for path in saved.iterdir()} >= {artifacts.TORCHSCRIPT_FILE, artifacts.RECIPE_FILE, "config.json"}
     assert reloaded.report()["runtime"]["dtype"] == "int8"
     assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
     assert not any(path.suffix == ".safetensors" for path in saved.iterdir())  # the trace alone suffices
@@ -138,7 +139,7 @@ def test_saved_model_loads_and_runs_without_the_source(tiny: Callable[[str, str]
 
 def test_recipe_records_inputs_outputs_dtype_and_engine(tiny: Callable[[str, str], Path], tmp_path: Path) -> None:
     model = load(tiny("question-answering", "distilbert"), "question-answering", dtype="float32")
-    data = json.loads((model.artifact.parent / recipe.RECIPE_FILE).read_text())
+    data = json.loads((model.artifact.parent / artifacts.RECIPE_FILE).read_text())
     assert data["kind"] == "torchscript"
     assert data["inputs"] == ["input_ids", "attention_mask"]  # DistilBERT takes no token_type_ids
     assert data["outputs"] == ["start_logits", "end_logits"]
@@ -148,23 +149,23 @@ def test_recipe_records_inputs_outputs_dtype_and_engine(tiny: Callable[[str, str
 def test_an_untraceable_model_is_saved_as_weights_and_round_trips(
     tiny: Callable[[str, str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from acceleron_ipex import exporter
+    from acceleron_ipex import export
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("this model cannot be traced")
 
-    monkeypatch.setattr(exporter, "trace_and_freeze", refuse)
+    monkeypatch.setattr(export, "trace_and_freeze", refuse)
     source = tmp_path / "source"
     shutil.copytree(tiny("fill-mask", "roberta"), source)
     inputs, expected = reference(source, "fill-mask")
     model = load(source, "fill-mask", dtype="float32", export_cache=tmp_path / "cache")
     runtime = model.report()["runtime"]
-    assert (runtime["mode"], model.artifact.name) == ("eager", recipe.WEIGHTS_FILE)
+    assert (runtime["mode"], model.artifact.name) == ("eager", artifacts.WEIGHTS_FILE)
     assert "this model cannot be traced" in runtime["note"]
     assert (model(**inputs).logits - expected["logits"]).abs().max().item() <= 1e-5
     saved = model.save_pretrained(tmp_path / "saved")
     shutil.rmtree(source)
-    reloaded = get_backend("ipex").model_class().from_pretrained(saved, export=False)
+    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False)
     assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
 
 
@@ -172,7 +173,7 @@ def test_a_saved_artifact_runs_as_its_recipe_says_whatever_dtype_is_asked(
     tiny: Callable[[str, str], Path], tmp_path: Path
 ) -> None:
     saved = load(tiny("text-classification"), "text-classification", dtype="int8").save_pretrained(tmp_path / "s")
-    reloaded = get_backend("ipex").model_class().from_pretrained(saved, export=False, dtype="float32")
+    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False, dtype="float32")
     assert reloaded.report()["runtime"]["dtype"] == "int8"  # the core warns that int8 was not asked for
 
 
@@ -180,12 +181,12 @@ def test_an_ipex_engine_artifact_is_refused_where_ipex_cannot_run(
     tiny: Callable[[str, str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saved = load(tiny("text-classification"), "text-classification", dtype="float32").save_pretrained(tmp_path / "s")
-    path = saved / recipe.RECIPE_FILE
+    path = saved / artifacts.RECIPE_FILE
     path.write_text(json.dumps({**json.loads(path.read_text()), "engine": "ipex"}))
     mismatched = engine.EngineChoice("torch", "IPEX 2.8 installed but torch is 2.13: using the torch engine.", "2", "2")
     monkeypatch.setattr(engine, "choose_engine", lambda: mismatched)
     with pytest.raises(AcceleronError, match="made by the ipex engine and needs IPEX, which cannot run here"):
-        get_backend("ipex").model_class().from_pretrained(saved, export=False)
+        OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False)
 
 
 # ---- options ------------------------------------------------------------------------------------
@@ -204,27 +205,30 @@ def test_an_ipex_engine_artifact_is_refused_where_ipex_cannot_run(
 )
 def test_bad_options_are_refused_with_the_next_step(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidOptionError, match=message):
-        get_backend("ipex").check_options(options)
+        get_backend("ipex").parse_options(options)
 
 
 def test_options_that_change_the_artifact_are_cache_keys() -> None:
     backend = get_backend("ipex")
-    assert {"dtype", "compile", "engine"} <= backend.artifact_options
+    assert {"dtype", "compile", "engine"} <= backend.options_class.artifact_fields
     assert backend.versions()["auto-dtype"] == cpu.auto_dtype()
 
 
 def test_default_engine_and_compile_key_the_cache_like_absent_options() -> None:
     backend = get_backend("ipex")
-    assert backend.check_options({"compile": False, "engine": "auto"}) == backend.check_options({})
-    assert backend.check_options({"compile": True})["compile"] == "default"
+    parsed = backend.parse_options({"compile": False, "engine": "auto"})
+    assert parsed == backend.parse_options({})
+    assert parsed.artifact_key() == backend.parse_options({}).artifact_key()
+    assert backend.parse_options({"compile": True}).compile == "default"
 
 
 def test_accelerator_none_picks_ipex_when_it_is_the_only_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    from acceleron.plugins import get_plugin_manager, reset_plugin_manager
+    from acceleron.plugins import reset_plugin_manager
+    from acceleron.selection import resolve_backend
 
     monkeypatch.setenv("ACCELERON_PLUGINS", "ipex")
     reset_plugin_manager()
-    assert get_plugin_manager().select("text-classification").name == "ipex"
+    assert resolve_backend(None, "text-classification").name == "ipex"
 
 
 # ---- threads ------------------------------------------------------------------------------------
@@ -267,7 +271,7 @@ def test_compile_mode_matches_pytorch_and_saves_the_weights(tiny: Callable[[str,
     folder = tiny("text-classification", "bert")
     model = load(folder, "text-classification", dtype="float32", compile=True, export_cache=tmp_path / "cache")
     inputs, expected = reference(folder, "text-classification")
-    assert (model.report()["runtime"]["mode"], model.artifact.name) == ("compile", recipe.WEIGHTS_FILE)
+    assert (model.report()["runtime"]["mode"], model.artifact.name) == ("compile", artifacts.WEIGHTS_FILE)
     assert (model(**inputs).logits - expected["logits"]).abs().max().item() <= 1e-5
-    reloaded = get_backend("ipex").model_class().from_pretrained(model.save_pretrained(tmp_path / "s"), export=False)
+    reloaded = OptimizedModel.from_pretrained(model.save_pretrained(tmp_path / "s"), accelerator="ipex", export=False)
     assert reloaded.report()["runtime"]["compile"] == "default"

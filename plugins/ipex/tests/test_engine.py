@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from acceleron_ipex import engine
-from acceleron_ipex.backend import IpexBackend
+from acceleron_ipex.plugin import IpexBackend
 
 from acceleron.errors import InvalidOptionError
 
@@ -57,22 +57,22 @@ def test_availability_reports_the_engine_reason(monkeypatch: pytest.MonkeyPatch)
 def test_engine_ipex_is_refused_with_the_reason_when_ipex_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
     _installed(monkeypatch, torch="2.13.0", ipex="2.8.0")
     with pytest.raises(InvalidOptionError, match="engine='ipex' cannot run here: IPEX 2.8 installed but torch is 2.13"):
-        IpexBackend().check_options({"engine": "ipex"})
+        IpexBackend().parse_options({"engine": "ipex"})
 
 
 def test_engine_torch_can_be_forced_when_ipex_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     _installed(monkeypatch, torch="2.8.0", ipex="2.8.0")
     backend = IpexBackend()
-    assert backend.engine_for(backend.check_options({"engine": "torch"})) == "torch"
-    assert backend.engine_for(backend.check_options({})) == "ipex"
+    assert backend.parse_options({"engine": "torch"}).engine_to_run() == "torch"
+    assert backend.parse_options({}).engine_to_run() == "ipex"
 
 
 def test_compile_runs_on_the_torch_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     _installed(monkeypatch, torch="2.8.0", ipex="2.8.0")
     backend = IpexBackend()
-    assert backend.engine_for(backend.check_options({"compile": True})) == "torch"
+    assert backend.parse_options({"compile": True}).engine_to_run() == "torch"
     with pytest.raises(InvalidOptionError, match="compile runs on the torch engine only"):
-        backend.check_options({"compile": True, "engine": "ipex"})
+        backend.parse_options({"compile": True, "engine": "ipex"})
 
 
 def test_retirement_warning_is_logged_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -112,10 +112,11 @@ def test_a_mismatched_ipex_is_never_imported(tmp_path: Path) -> None:
         f"""
         import json, sys
         sys.path.insert(0, {str(site)!r})
-        from acceleron import get_backend, list_backends
+        from acceleron import OptimizedModel, list_backends
         status = next(s for s in list_backends() if s.name == "ipex")
-        model = get_backend("ipex").model_class().from_pretrained(
-            {str(folder)!r}, task="text-classification", export_cache={str(tmp_path / "cache")!r}, dtype="float32"
+        model = OptimizedModel.from_pretrained(
+            {str(folder)!r}, accelerator="ipex", task="text-classification",
+            export_cache={str(tmp_path / "cache")!r}, dtype="float32",
         )
         import torch
         logits = model(input_ids=torch.tensor([[2, 10, 11, 3]])).logits
@@ -137,11 +138,11 @@ def test_a_mismatched_ipex_is_never_imported(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not engine.choose_engine().ipex_usable, reason="needs intel-extension-for-pytorch matching torch")
 def test_matching_ipex_really_runs_ipex_kernels(tmp_path: Path) -> None:
-    from acceleron.plugins import get_backend
+    from acceleron import OptimizedModel
     from acceleron.testing import build_tiny_model
 
     folder = build_tiny_model("text-classification", tmp_path / "model")
-    model = get_backend("ipex").model_class().from_pretrained(folder, task="text-classification", dtype="float32")
+    model = OptimizedModel.from_pretrained(folder, accelerator="ipex", task="text-classification", dtype="float32")
     kinds = {node.kind() for node in model.session.module.graph.nodes()}
     assert model.report()["runtime"]["engine"] == "ipex"
     assert any(kind.startswith("torch_ipex::") for kind in kinds), sorted(kinds)

@@ -1,7 +1,7 @@
 """Text generation on the ipex backend: one decoder step on the flat KV-cache protocol, on tiny models.
 
-The backend's three steps are driven directly here (export, load, ``_forward``), and greedy decoding
-runs through transformers' ``DynamicCache`` with :func:`acceleron.kv_cache.to_flat` and
+The backend's steps are driven directly here (the core's plan, export, load, the session's ``_forward``),
+and greedy decoding runs through transformers' ``DynamicCache`` with :func:`acceleron.kv_cache.to_flat` and
 :func:`~acceleron.kv_cache.from_flat`, as the core's generation model does; the reference is PyTorch's
 own ``generate()`` in float32.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import transformers
-from acceleron_ipex import build, recipe
+from acceleron_ipex import artifacts, export
 
 from acceleron.kv_cache import CacheLayout, example_inputs, from_flat, position_ids_for, to_flat, validation_cases
 from acceleron.plugins import get_backend
@@ -70,14 +70,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[An
     return get
 
 
-def export_and_load(model: Any, folder: Path, **options: Any) -> tuple[Any, Any]:
-    """The backend and a session of ``model`` exported into ``folder`` with ``options``."""
+def export_and_load(model: Any, folder: Path, **options: Any) -> Any:
+    """A session of ``model`` exported into ``folder`` with ``options``."""
     backend = get_backend("ipex")
-    checked = backend.check_options(options)
+    checked = backend.parse_options(options)
     folder.mkdir(parents=True, exist_ok=True)
-    artifact = backend.export(model, TASK, example_inputs(model.config), folder, checked)
+    artifact = backend.export(backend.prepare_plan(TASK.plan(model), checked), folder, checked)
     model.config.save_pretrained(folder)
-    return backend, backend.load(artifact, TASK, checked)
+    return backend.load(artifact, TASK, checked)
 
 
 def prompts(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,8 +121,8 @@ def pytorch_greedy(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.T
     return out[:, ids.shape[1] :]
 
 
-def stepper(backend: Any, session: Any) -> Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]:
-    return lambda inputs: backend._forward(session, inputs, TASK)
+def stepper(session: Any) -> Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]:
+    return lambda inputs: session._forward(inputs)
 
 
 # ---- float32 ------------------------------------------------------------------------------------
@@ -133,12 +133,12 @@ def test_float32_greedy_is_token_identical_to_pytorch(
     models: Callable[[str], tuple[Any, Path]], family: str, tmp_path: Path
 ) -> None:
     model, _ = models(family)
-    backend, session = export_and_load(model, tmp_path / "export", dtype="float32")
+    session = export_and_load(model, tmp_path / "export", dtype="float32")
     assert session.mode == "torchscript", session.recipe.note
     for batch in (1, 2):
         ids, mask = prompts(batch)
         expected = pytorch_greedy(model, ids, mask)
-        got = greedy(stepper(backend, session), model.config, ids, mask)
+        got = greedy(stepper(session), model.config, ids, mask)
         assert got.shape == (batch, NEW_TOKENS)
         assert torch.equal(got, expected), f"{family} batch {batch}"
 
@@ -150,7 +150,7 @@ def test_float32_prefill_and_decode_logits_within_1e_5(
     from acceleron.kv_cache import FlatCacheCausalLM
 
     model, _ = models(family)
-    backend, session = export_and_load(model, tmp_path / "export", dtype="float32")
+    session = export_and_load(model, tmp_path / "export", dtype="float32")
     layout = CacheLayout.from_config(model.config)
     reference = FlatCacheCausalLM(model).eval()
     cases = dict(validation_cases(model.config))
@@ -161,7 +161,7 @@ def test_float32_prefill_and_decode_logits_within_1e_5(
     for case, inputs in cases.items():
         with torch.inference_mode():
             expected = dict(zip(layout.output_names, reference(*inputs.values())))
-        got = backend._forward(session, inputs, TASK)
+        got = session._forward(inputs)
         assert set(got) == set(layout.output_names)
         for name, tensor in expected.items():
             assert got[name].shape == tensor.shape, f"{case} {name}"
@@ -172,35 +172,35 @@ def test_saved_artifact_loads_without_the_source_model(
     models: Callable[[str], tuple[Any, Path]], tmp_path: Path
 ) -> None:
     model, _ = models("llama")
-    backend, _ = export_and_load(model, tmp_path / "export", dtype="float32")
+    export_and_load(model, tmp_path / "export", dtype="float32")
+    backend = get_backend("ipex")
     moved = tmp_path / "moved"
     shutil.copytree(tmp_path / "export", moved)
     shutil.rmtree(tmp_path / "export")
     artifact = backend.find_artifact(moved)
-    assert artifact is not None and artifact.name == recipe.TORCHSCRIPT_FILE
-    made = recipe.read_recipe(moved)
+    assert artifact is not None and artifact.name == artifacts.TORCHSCRIPT_FILE
+    made = artifacts.read_recipe(moved)
     assert made.task == "text-generation" and made.inputs == CacheLayout.from_config(model.config).input_names
-    reloaded = backend.load(artifact, TASK, backend.check_options({"dtype": "float32"}))
+    reloaded = backend.load(artifact, TASK, backend.parse_options({"dtype": "float32"}))
     ids, mask = prompts(2)
-    assert torch.equal(greedy(stepper(backend, reloaded), model.config, ids, mask), pytorch_greedy(model, ids, mask))
+    assert torch.equal(greedy(stepper(reloaded), model.config, ids, mask), pytorch_greedy(model, ids, mask))
 
 
 def test_weights_fallback_runs_eager_and_matches(
     models: Callable[[str], tuple[Any, Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When a trace is not usable, the float32 weights are saved and the step runs eagerly at load time."""
-    from acceleron_ipex import exporter
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("no trace today")
 
-    monkeypatch.setattr(exporter, "trace_and_freeze", refuse)
+    monkeypatch.setattr(export, "trace_and_freeze", refuse)
     model, _ = models("gpt2")
-    backend, session = export_and_load(model, tmp_path / "export", dtype="float32")
+    session = export_and_load(model, tmp_path / "export", dtype="float32")
     assert session.mode == "eager"
     assert session.recipe.kind == "weights" and "no trace today" in session.recipe.note
     ids, mask = prompts(2)
-    assert torch.equal(greedy(stepper(backend, session), model.config, ids, mask), pytorch_greedy(model, ids, mask))
+    assert torch.equal(greedy(stepper(session), model.config, ids, mask), pytorch_greedy(model, ids, mask))
 
 
 # ---- reduced precision --------------------------------------------------------------------------
@@ -222,11 +222,11 @@ def test_reduced_precision_steps_have_the_right_shapes(
     models: Callable[[str], tuple[Any, Path]], family: str, dtype: str, tmp_path: Path
 ) -> None:
     model, _ = models(family)
-    backend, session = export_and_load(model, tmp_path / "export", dtype=dtype)
+    session = export_and_load(model, tmp_path / "export", dtype=dtype)
     layout = CacheLayout.from_config(model.config)
     assert session.mode == "torchscript", session.recipe.note
     for inputs in validation_cases(model.config).values():
-        got = backend._forward(session, inputs, TASK)
+        got = session._forward(inputs)
         batch, length = inputs["input_ids"].shape
         total = inputs["attention_mask"].shape[1]
         assert got["logits"].shape == (batch, length, VOCAB)
@@ -235,13 +235,13 @@ def test_reduced_precision_steps_have_the_right_shapes(
         for name in layout.present_names:
             assert got[name].shape == (batch, layout.num_kv_heads, total, layout.head_dim)
     ids, mask = prompts(2)
-    assert greedy(stepper(backend, session), model.config, ids, mask, new_tokens=8).shape == (2, 8)
+    assert greedy(stepper(session), model.config, ids, mask, new_tokens=8).shape == (2, 8)
 
 
 def test_int8_quantises_gpt2_projections_too(models: Callable[[str], tuple[Any, Path]]) -> None:
     """GPT-2's Conv1D projections become Linear layers, so dynamic int8 covers them and not only the head."""
     model, _ = models("gpt2")
-    prepared = build.prepare(model, "torch", "int8")
+    prepared = export.prepare(model, "torch", "int8")
     quantized = [name for name, module in prepared.named_modules() if "quantized" in type(module).__module__]
     assert any(name.endswith("attn.c_attn") for name in quantized), quantized
     assert any(name.endswith("mlp.c_proj") for name in quantized), quantized
@@ -255,8 +255,8 @@ def test_two_threads_generating_at_once_get_their_serial_results(
     models: Callable[[str], tuple[Any, Path]], tmp_path: Path
 ) -> None:
     model, _ = models("qwen2")
-    backend, session = export_and_load(model, tmp_path / "export", dtype="float32")
-    step = stepper(backend, session)
+    session = export_and_load(model, tmp_path / "export", dtype="float32")
+    step = stepper(session)
     jobs = [prompts(1), prompts(2)]
     serial = [greedy(step, model.config, ids, mask) for ids, mask in jobs]
     results: dict[int, torch.Tensor] = {}

@@ -1,6 +1,6 @@
 """Text generation on the real SmolLM2-135M-Instruct with the ipex backend: answers, never timings.
 
-Runs only with ``ACCELERON_REAL_MODELS=1`` (the folder is built once by ``benchmarks/assets.py``)::
+Runs only with ``ACCELERON_REAL_MODELS=1``; the folder comes from the ``assets`` fixture (conftest.py)::
 
     HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest plugins/ipex/tests/test_real_generation.py
 """
@@ -8,7 +8,6 @@ Runs only with ``ACCELERON_REAL_MODELS=1`` (the folder is built once by ``benchm
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,14 @@ pytestmark = [
     ),
 ]
 
-REPO = Path(__file__).resolve().parents[3]
 QUESTION = "What is the capital of France?"
 NEW_TOKENS = 64
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> tuple[Any, Any, Path]:
+def smollm2(assets: Any) -> tuple[Any, Any, Path]:
     """The PyTorch float32 model, its tokenizer and its folder."""
     import transformers
-
-    sys.path.insert(0, str(REPO))
-    from benchmarks import assets
 
     path = assets.smollm2_path()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
@@ -59,14 +54,12 @@ def reference_tokens(smollm2: tuple[Any, Any, Path], prompt: dict[str, Any]) -> 
     return out[0, prompt["input_ids"].shape[1] :]
 
 
-def _greedy(backend: Any, session: Any, model: Any, prompt: dict[str, Any]) -> Any:
+def _greedy(session: Any, model: Any, prompt: dict[str, Any]) -> Any:
     """Greedy decoding through the backend's flat step, stopping at the model's end-of-sequence token."""
     import torch
 
     from acceleron.kv_cache import CacheLayout, from_flat, position_ids_for, to_flat
-    from acceleron.tasks import get_task
 
-    task = get_task("text-generation")
     layout = CacheLayout.from_config(model.config)
     eos = model.generation_config.eos_token_id
     stop = set(eos if isinstance(eos, list) else [eos])
@@ -78,7 +71,7 @@ def _greedy(backend: Any, session: Any, model: Any, prompt: dict[str, Any]) -> A
             "position_ids": position_ids_for(mask, tokens.shape[1]),
             **to_flat(cache, layout, 1, torch.float32),
         }
-        outputs = backend._forward(session, inputs, task)
+        outputs = session._forward(inputs)
         tokens = outputs["logits"][:, -1].argmax(-1, keepdim=True)
         generated.append(int(tokens))
         cache = from_flat(dict(outputs), layout, model.config)
@@ -94,20 +87,19 @@ def test_smollm2_names_paris(
 ) -> None:
     import torch
 
-    from acceleron.kv_cache import example_inputs
     from acceleron.plugins import get_backend
     from acceleron.tasks import get_task
 
     model, tokenizer, _ = smollm2
     backend = get_backend("ipex")
-    options = backend.check_options({"dtype": dtype})
+    options = backend.parse_options({"dtype": dtype})
     task = get_task("text-generation")
-    artifact = backend.export(model, task, example_inputs(model.config), tmp_path, options)
+    artifact = backend.export(backend.prepare_plan(task.plan(model), options), tmp_path, options)
     model.config.save_pretrained(tmp_path)
     session = backend.load(artifact, task, options)
-    tokens = _greedy(backend, session, model, prompt)
+    tokens = _greedy(session, model, prompt)
     answer = tokenizer.decode(tokens, skip_special_tokens=True)
     assert "Paris" in answer, f"{dtype}: {answer!r}"
-    if backend.effective_dtype(options) == "float32":
+    if options.compute_dtype == "float32":
         assert session.mode == "torchscript", session.recipe.note
         assert torch.equal(tokens, reference_tokens), f"{answer!r} vs {tokenizer.decode(reference_tokens)!r}"

@@ -1,6 +1,6 @@
 """Accuracy of the ipex backend on the real models (the sentiment classifier and MiniLM); never timings.
 
-Runs only with ``ACCELERON_REAL_MODELS=1`` (the assets are built once by ``python benchmarks/assets.py prepare``)::
+Runs only with ``ACCELERON_REAL_MODELS=1``; the model folders come from the ``assets`` fixture (conftest.py)::
 
     HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest plugins/ipex/tests/test_real_models.py
 """
@@ -8,7 +8,6 @@ Runs only with ``ACCELERON_REAL_MODELS=1`` (the assets are built once by ``pytho
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,8 @@ pytestmark = [
     ),
 ]
 
-REPO = Path(__file__).resolve().parents[3]
 SENTENCES = 1024
 BATCH = 32
-
-
-@pytest.fixture(scope="module")
-def assets() -> Any:
-    sys.path.insert(0, str(REPO))
-    from benchmarks import assets
-
-    return assets
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +52,14 @@ def reference_logits(assets: Any, batches: list[dict[str, Any]]) -> Any:
 def _ipex_logits(assets: Any, batches: list[dict[str, Any]], tmp_path: Path, dtype: str) -> Any:
     import torch
 
-    from acceleron.plugins import get_backend
+    from acceleron import OptimizedModel
 
-    model = (
-        get_backend("ipex")
-        .model_class()
-        .from_pretrained(
-            assets.sentiment_model_path(), task="text-classification", export_cache=tmp_path / "cache", dtype=dtype
-        )
+    model = OptimizedModel.from_pretrained(
+        assets.sentiment_model_path(),
+        accelerator="ipex",
+        task="text-classification",
+        export_cache=tmp_path / "cache",
+        dtype=dtype,
     )
     return torch.cat([model(**batch).logits for batch in batches])
 

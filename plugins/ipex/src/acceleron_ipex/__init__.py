@@ -6,7 +6,7 @@ for plugin authors and tests. Importing it imports neither torch nor IPEX.
 
 from __future__ import annotations
 
-from acceleron_ipex.backend import IpexBackend
+from acceleron_ipex.plugin import IpexBackend
 
 __version__ = "0.1.0"
 __all__ = ["IpexBackend", "__version__"]

@@ -1,4 +1,4 @@
-"""The artifact on disk: a frozen TorchScript module or the weights, plus a JSON recipe.
+"""Finding and listing the artifact on disk: a frozen TorchScript module or the weights, plus a JSON recipe.
 
 ``model.ipex.pt``             traced and frozen TorchScript (``kind="torchscript"``), or
 ``model.ipex.safetensors``    the float32 weights, rebuilt at load time (``kind="weights"``: torch.compile,
@@ -81,3 +81,8 @@ def find_artifact(folder: Path, file_name: str | None = None) -> Path | None:
         return path if path.is_file() else None
     path = folder / artifact_file(read_recipe(folder).kind)
     return path if path.is_file() else None
+
+
+def artifact_files(artifact: Path) -> list[Path]:
+    """The artifact's files: the module or weights, and the recipe next to it."""
+    return [artifact, artifact.parent / RECIPE_FILE]

@@ -26,7 +26,7 @@ ENTRY_POINTS = {"ort": "ort", "openvino": "ov", "ipex": "ipex"}  # plugin folder
 #: A plugin's optional extras that work with the pinned torch (ipex's extra needs torch 2.8: its own session).
 PLUGIN_EXTRAS = {"ort": "[dynamo]", "openvino": "[int8]"}
 TEST_DEPS = ("pytest", "pillow", "matplotlib")
-#: What benchmarks/assets.py needs to convert SmolLM2 from its GGUF file (demo, bench, real-model tests).
+#: What acceleron.testing.assets needs to convert SmolLM2 from its GGUF file (demo, bench, real-model tests).
 REAL_MODEL_DEPS = ("gguf", "accelerate")
 #: The last IPEX release and the only torch it imports next to. IPEX is retired: these never move.
 REAL_IPEX = ("torch==2.8.0", "intel-extension-for-pytorch==2.8.0")
@@ -52,7 +52,7 @@ def _install_core(session: nox.Session, *extra: str) -> None:
 def tests(session: nox.Session) -> None:
     """Core tests with no backend plugin installed."""
     _install_core(session, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
-    session.run("pytest", "tests", "benchmarks", *session.posargs, env=ENV)
+    session.run("pytest", "tests", *session.posargs, env=ENV)
 
 
 def _plugin_session(name: str) -> None:
@@ -73,7 +73,7 @@ def all_plugins(session: nox.Session) -> None:
     """Every plugin together: the core tests again, then each plugin's tests."""
     plugin_args = _plugin_args()
     _install_core(session, *plugin_args, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
-    session.run("pytest", "tests", "benchmarks", *session.posargs, env=ENV)
+    session.run("pytest", "tests", *session.posargs, env=ENV)
     for name in PLUGINS:  # one run each: plugin test folders share module names (conftest, test_real_models)
         session.run("pytest", str(ROOT / "plugins" / name / "tests"), *session.posargs, env=ENV)
 

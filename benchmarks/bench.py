@@ -1,6 +1,6 @@
 """Side-by-side benchmark: every installed backend and dtype against eager PyTorch, same inputs.
 
-``./nox -s bench`` runs it on the real models (see assets.py); ``--tiny`` runs it on a tiny random
+``./nox -s bench`` runs it on the real models (see acceleron.testing.assets); ``--tiny`` runs it on a tiny random
 model and synthetic sentences (used by the tests: it checks the output, never the timings).
 
 Per variant (backend x dtype) it measures, with the thread count fixed and reported:
@@ -54,11 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("ACCELERON_PROGRESS", "0")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 BENCH_DTYPES = ("float32", "bfloat16", "int8")
 #: The reference every speed-up and agreement is measured against: stock ``transformers.pipeline``.
 STOCK = "transformers"
@@ -101,7 +96,7 @@ def _timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, 
 
 
 def real_workload(count: int) -> Workload:
-    from benchmarks import assets
+    from acceleron.testing import assets
 
     pairs = assets.heldout_sentences(count)
     return Workload(
@@ -709,6 +704,9 @@ def write_generation_chart(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("ACCELERON_PROGRESS", "0")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", help="comma-separated backends (default: torch and every installed one)")
     parser.add_argument("--sentences", type=int, default=1024)
@@ -754,7 +752,7 @@ def _generation_main(args: argparse.Namespace, backends: list[str] | None) -> No
     if args.tiny:
         folder = tiny_causal_lm(Path(tempfile.mkdtemp(prefix="acceleron-bench-tiny-lm-")))
     else:
-        from benchmarks import assets
+        from acceleron.testing import assets
 
         folder = assets.smollm2_path()
     report = run_generation(

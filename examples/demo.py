@@ -2,7 +2,7 @@
 
 Run it with ``./nox -s demo`` (which installs acceleron and every plugin first) or, in an
 environment that has them, ``python examples/demo.py``. It prepares the real models once
-(see benchmarks/assets.py), then for each backend prints the seed examples' answers, the
+(see acceleron.testing.assets), then for each backend prints the seed examples' answers, the
 MiniLM similarity check and a short speed line against eager PyTorch, and finally the greedy chat
 answer of SmolLM2-135M-Instruct to "What is the capital of France?" on eager PyTorch and on every
 backend that supports text-generation (exit status 1 if one of those fails or misses Paris).
@@ -18,9 +18,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import assets
+from acceleron.testing import assets
 
 SENTENCE = "This movie was absolutely wonderful!"
 BATCH = ["Great film!", "Terrible movie."]

@@ -26,13 +26,7 @@ def _private_export_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 
 @pytest.fixture(scope="module")
 def assets() -> Any:
-    """The real-model assets: ``acceleron.testing.assets``, else the repository's ``benchmarks/assets.py``
-    (importable when pytest runs from the repository root, no ``sys.path`` edit); skips when neither is."""
-    try:
-        from acceleron.testing import assets
-    except ImportError:
-        try:
-            from benchmarks import assets
-        except ImportError as error:
-            pytest.skip(f"no real-model assets (acceleron.testing.assets, benchmarks/assets.py): {error}")
+    """The real-model assets module (its functions build or find each model once)."""
+    from acceleron.testing import assets
+
     return assets

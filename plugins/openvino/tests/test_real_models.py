@@ -1,7 +1,7 @@
 """Accuracy of the ``ov`` backend on the real models (the sentiment classifier, MiniLM, SmolLM2); never timings.
 
 Runs only with ``ACCELERON_REAL_MODELS=1``; the model folders come from ``acceleron.testing.assets``, whose
-functions skip a test when their asset is missing (build them once with ``python benchmarks/assets.py prepare``)::
+functions build each asset once (``python -m acceleron.testing.assets prepare`` builds them all)::
 
     HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest plugins/openvino/tests/test_real_models.py
 """
@@ -28,7 +28,9 @@ BATCH = 32
 
 @pytest.fixture(scope="module")
 def assets() -> Any:
-    return pytest.importorskip("acceleron.testing.assets", reason="needs acceleron.testing.assets")
+    from acceleron.testing import assets
+
+    return assets
 
 
 @pytest.fixture(scope="module")

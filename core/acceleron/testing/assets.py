@@ -13,8 +13,8 @@ Assets (cached under :func:`cache_root`):
 
 Usage::
 
-    python benchmarks/assets.py prepare   # build everything once, print checks
-    python benchmarks/assets.py paths     # print the asset paths as JSON
+    python -m acceleron.testing.assets prepare   # build everything once, print checks
+    python -m acceleron.testing.assets paths     # print the asset paths as JSON
 
 Only the standard library is imported at module level; numpy, torch and transformers are imported
 inside the functions that need them.
@@ -114,7 +114,7 @@ def _require(module: str, install_hint: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"benchmarks.assets needs {module!r}: install it with `{install_hint}`") from exc
+        raise ImportError(f"acceleron.testing.assets needs {module!r}: install it with `{install_hint}`") from exc
 
 
 def _torch() -> Any:

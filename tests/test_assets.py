@@ -1,9 +1,9 @@
-"""Tests for benchmarks.assets.
+"""Tests for acceleron.testing.assets.
 
 The slow tests use the real assets (they may download, install and fine-tune on first use) and run
 only with ``ACCELERON_REAL_MODELS=1``::
 
-    HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest benchmarks/test_assets.py
+    HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest tests/test_assets.py
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from benchmarks import assets
+from acceleron.testing import assets
 
 real_models = pytest.mark.skipif(
     os.environ.get("ACCELERON_REAL_MODELS") != "1", reason="set ACCELERON_REAL_MODELS=1 to use real models"

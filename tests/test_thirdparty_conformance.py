@@ -56,3 +56,27 @@ def test_a_plugin_ignoring_the_plan_is_refused_for_text_generation(tmp_path: Pat
         )
     assert list(cache.entries()) == []
     assert [p.name for p in cache.root.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_a_code_artifact_in_a_model_folder_runs_only_when_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TorchScript file is code: one found in a model folder is not even opened unless the caller opts in."""
+    import torch
+
+    from acceleron import OptimizedModel, pipeline
+    from acceleron.errors import UntrustedArtifactError
+    from acceleron.testing import build_tiny_model
+
+    folder = build_tiny_model("text-classification", tmp_path / "bert")
+    saved = OptimizedModel.from_pretrained(folder, accelerator="jit").save_pretrained(tmp_path / "saved")
+    opened: list[str] = []
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda path, *a, **k: opened.append(str(path)) or real_load(path, *a, **k))
+    with pytest.raises(UntrustedArtifactError, match="trust_remote_code=True"):
+        OptimizedModel.from_pretrained(saved, accelerator="jit")
+    with pytest.raises(UntrustedArtifactError):
+        pipeline("text-classification", str(saved), accelerator="jit")
+    assert opened == []
+    trusted = OptimizedModel.from_pretrained(saved, accelerator="jit", trust_remote_code=True)
+    assert opened == [str(trusted.artifact)]

@@ -38,8 +38,10 @@ _LAZY = {
     "TaskNotSupportedError": "acceleron.errors",
     "InvalidOptionError": "acceleron.errors",
     "InvalidInputError": "acceleron.errors",
+    "InputTooLongError": "acceleron.errors",
     "ArtifactNotFoundError": "acceleron.errors",
     "ExportError": "acceleron.errors",
+    "UntrustedArtifactError": "acceleron.errors",
     "ValidationError": "acceleron.errors",
     "CacheError": "acceleron.errors",
 }
@@ -56,11 +58,13 @@ if TYPE_CHECKING:
         BackendUnavailableError,
         CacheError,
         ExportError,
+        InputTooLongError,
         InvalidInputError,
         InvalidOptionError,
         PluginLoadError,
         TaskNotSupportedError,
         UnknownBackendError,
+        UntrustedArtifactError,
         ValidationError,
     )
     from acceleron.hookspecs import hookimpl

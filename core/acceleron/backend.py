@@ -209,6 +209,9 @@ class Backend(ABC):
     dtypes: ClassVar[tuple[str, ...]] = ("auto", "float32")
     #: Tasks of the core's table this backend's runtime cannot run (see :meth:`supported_tasks`).
     unsupported_tasks: ClassVar[frozenset[str]] = frozenset()
+    #: True when loading an artifact executes code from it (TorchScript, pickles): such an artifact is
+    #: loaded from a model folder only with ``trust_remote_code=True`` (the export cache's own are trusted).
+    artifact_runs_code: ClassVar[bool] = False
 
     # ---- identity and capability -------------------------------------------------------
 

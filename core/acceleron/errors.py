@@ -35,8 +35,16 @@ class InvalidInputError(AcceleronError, ValueError):
     """Model inputs the exported graph cannot take (a missing or an unexpected tensor)."""
 
 
+class InputTooLongError(InvalidInputError):
+    """An input is longer than the model can take (its position table or its graph's static shape)."""
+
+
 class ArtifactNotFoundError(AcceleronError, FileNotFoundError):
     """``export=False`` was given but the source holds no artifact this backend can load."""
+
+
+class UntrustedArtifactError(AcceleronError, PermissionError):
+    """An artifact that is code (TorchScript, pickles) was found in a model folder not trusted to run code."""
 
 
 class ExportError(AcceleronError, RuntimeError):

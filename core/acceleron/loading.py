@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from acceleron.backend import Backend, Options, Session
 from acceleron.cache import ExportCache, read_manifest
-from acceleron.errors import ArtifactNotFoundError
+from acceleron.errors import ArtifactNotFoundError, UntrustedArtifactError
 from acceleron.exporting import check_recorded_validation, export_to_cache
 from acceleron.selection import resolve_backend
 from acceleron.sources import ModelSource, resolve_source
@@ -149,6 +149,11 @@ def load_parts(
     artifact = None if export else backend.find_artifact(source.path, file_name)
     session: Session | None = None
     if artifact is not None:
+        if backend.artifact_runs_code and not trust_remote_code:
+            raise UntrustedArtifactError(
+                f"{artifact} is a {backend.name} artifact, and loading it runs the code it holds. Pass "
+                f"trust_remote_code=True if you trust {source}, or export=True to export it again from the weights."
+            )
         manifest = read_manifest(source.path) or {}
         parsed = options_from_manifest(backend, parsed, manifest, source)
         check_recorded_validation(manifest, strict)

@@ -151,7 +151,9 @@ class OptimizedModel:
         return self.forward(*args, **inputs)
 
     def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Prepare ``inputs`` for the session (the kind's rule, the session's input dtype) and run it."""
+        """Check ``inputs`` against the model's limits, prepare them for the session (the kind's rule, the
+        session's input dtype) and run it."""
+        self.task.kind.check_limits(inputs, self.config)
         prepared = self.task.kind.prepare_inputs(inputs, self.session.input_names)
         dtype = self.dtype
         if dtype != torch.float32:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from acceleron.errors import InvalidInputError, TaskNotSupportedError
+from acceleron.errors import InputTooLongError, InvalidInputError, TaskNotSupportedError
 
 if TYPE_CHECKING:
     import torch
@@ -147,6 +147,10 @@ class TaskKind(ABC):
     def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
         """Inputs of other shapes than the plan's examples, with PyTorch's outputs on them."""
 
+    def check_limits(self, inputs: Mapping[str, torch.Tensor], config: Any) -> None:
+        """Raise :class:`~acceleron.errors.InputTooLongError` for inputs beyond the model's limits (default: none)."""
+        return None
+
     def prepare_inputs(self, inputs: Mapping[str, torch.Tensor], declared: Sequence[str]) -> dict[str, torch.Tensor]:
         """The inputs a graph declaring ``declared`` gets at run time; the same rule on every backend.
 
@@ -265,6 +269,21 @@ class SinglePass(TaskKind):
                 inputs["input_values"] = torch.randn(batch_size, samples, generator=generator)
         return {name: inputs[name] for name in names}
 
+    def check_limits(self, inputs: Mapping[str, torch.Tensor], config: Any) -> None:
+        """Refuse token sequences longer than the model's position table, before any runtime reads past it.
+
+        Runtimes do not check: OpenVINO reads out of bounds (empty or wrong results, then a crash),
+        ONNX Runtime and TorchScript raise their own C++ errors.
+        """
+        ids = inputs.get("input_ids")
+        limit = position_limit(config)
+        if ids is None or limit is None or ids.dim() < 2 or ids.shape[1] <= limit:
+            return
+        raise InputTooLongError(
+            f"the input has {ids.shape[1]} tokens, but this model takes at most {limit} (its position table, "
+            "max_position_embeddings); pass truncation=True to the pipeline (or the tokenizer), or split the text."
+        )
+
     def plan(self, task: TaskSpec, model: PreTrainedModel) -> ExportPlan:
         names = self.input_names(task, model)
         outputs = list(task.output_names)
@@ -286,6 +305,21 @@ class SinglePass(TaskKind):
             outputs = plan.model(**inputs)
         reference = {name: outputs[name] for name in plan.task.output_names if outputs.get(name) is not None}
         return [ValidationCase("forward", inputs, reference, list(plan.task.output_names))]
+
+
+#: Model types whose position ids start after the padding index (RoBERTa's scheme): the table holds
+#: ``pad_token_id + 1`` fewer usable positions.
+_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"})
+
+
+def position_limit(config: Any) -> int | None:
+    """How many tokens a text encoder's learned position table holds, or None when it has none."""
+    table = getattr(config, "max_position_embeddings", None)
+    if not isinstance(table, int) or getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        table -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return table
 
 
 class CausalLM(TaskKind):

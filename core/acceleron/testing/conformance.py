@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from acceleron.errors import ExportError, TaskNotSupportedError
+from acceleron.errors import ExportError, TaskNotSupportedError, UntrustedArtifactError
 from acceleron.tasks import TASKS
 from acceleron.testing.tiny import (
     CAUSAL_LM_FAMILIES,
@@ -177,7 +177,11 @@ class BackendConformance:
         model = self._load(backend, folder, task, export_cache, export=True)
         saved = model.save_pretrained(tmp_path / "saved")
         untouched = ExportCache(tmp_path / "must-stay-empty")
-        reloaded = self.load(backend, saved, export=False, export_cache=untouched, **dict(self.options))
+        trust = {"trust_remote_code": True} if backend.artifact_runs_code else {}
+        if backend.artifact_runs_code:  # a folder from elsewhere must not run code unless the caller opts in
+            with pytest.raises(UntrustedArtifactError):
+                self.load(backend, saved, export=False, export_cache=untouched, **dict(self.options))
+        reloaded = self.load(backend, saved, export=False, export_cache=untouched, **trust, **dict(self.options))
         assert not untouched.root.exists(), "loading a saved model must not export again"
         assert reloaded.task.name == task
         spec = get_task(task)
@@ -221,6 +225,34 @@ class BackendConformance:
         got = ours(sentences, batch_size=4)
         assert [r["label"] for r in got] == [r["label"] for r in expected]
         assert outputs_close(got, expected, atol=self.pipeline_atol)
+
+    def test_over_length_input_is_refused_and_the_process_survives(
+        self, backend: Any, export_cache: Any, tiny_models: Any
+    ) -> None:
+        """Text longer than the position table raises InputTooLongError before the runtime reads past it."""
+        import transformers
+
+        from acceleron import pipeline
+        from acceleron.errors import InputTooLongError
+
+        task = "text-classification"
+        if task not in backend.supported_tasks():
+            pytest.skip(f"{self.backend_name} does not support {task}")
+        folder = str(tiny_models(task, "bert"))
+        pipe = pipeline(
+            task,
+            model=folder,
+            accelerator=self.backend_name,
+            accelerator_options=dict(self.options),
+            model_kwargs={"export_cache": export_cache},
+        )
+        too_long = " ".join(["movie"] * 200)  # the tiny models hold 72 positions
+        for _ in range(3):  # a second over-length call used to crash OpenVINO
+            with pytest.raises(InputTooLongError, match="truncation=True"):
+                pipe(too_long)
+        reference: Any = transformers.pipeline
+        expected = reference(task, model=folder)(too_long, truncation=True)
+        assert outputs_close(pipe(too_long, truncation=True), expected, atol=self.pipeline_atol)
 
     #: Tolerance on pipeline scores against stock transformers.
     pipeline_atol: ClassVar[float] = 1e-4
@@ -422,7 +454,12 @@ class BackendConformance:
         saved = model.save_pretrained(tmp_path / "saved")
         untouched = ExportCache(tmp_path / "must-stay-empty")
         reloaded = type(model).from_pretrained(
-            saved, accelerator=model.backend, export=False, export_cache=untouched, **dict(self.options)
+            saved,
+            accelerator=model.backend,
+            export=False,
+            export_cache=untouched,
+            trust_remote_code=model.backend.artifact_runs_code,
+            **dict(self.options),
         )
         assert not untouched.root.exists(), "loading a saved model must not export again"
         assert reloaded.task.name == "text-generation"

@@ -130,7 +130,7 @@ def test_saved_model_loads_and_runs_without_the_source(tiny: Callable[[str, str]
     saved = model.save_pretrained(tmp_path / "saved")
     shutil.rmtree(source)
     shutil.rmtree(tmp_path / "cache")
-    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False)
+    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False, trust_remote_code=True)
     assert {path.name for path in saved.iterdir()} >= {artifacts.TORCHSCRIPT_FILE, artifacts.RECIPE_FILE, "config.json"}
     assert reloaded.report()["runtime"]["dtype"] == "int8"
     assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
@@ -165,7 +165,7 @@ def test_an_untraceable_model_is_saved_as_weights_and_round_trips(
     assert (model(**inputs).logits - expected["logits"]).abs().max().item() <= 1e-5
     saved = model.save_pretrained(tmp_path / "saved")
     shutil.rmtree(source)
-    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False)
+    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False, trust_remote_code=True)
     assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
 
 
@@ -173,7 +173,9 @@ def test_a_saved_artifact_runs_as_its_recipe_says_whatever_dtype_is_asked(
     tiny: Callable[[str, str], Path], tmp_path: Path
 ) -> None:
     saved = load(tiny("text-classification"), "text-classification", dtype="int8").save_pretrained(tmp_path / "s")
-    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False, dtype="float32")
+    reloaded = OptimizedModel.from_pretrained(
+        saved, accelerator="ipex", export=False, trust_remote_code=True, dtype="float32"
+    )
     assert reloaded.report()["runtime"]["dtype"] == "int8"  # the core warns that int8 was not asked for
 
 
@@ -186,7 +188,7 @@ def test_an_ipex_engine_artifact_is_refused_where_ipex_cannot_run(
     mismatched = engine.EngineChoice("torch", "IPEX 2.8 installed but torch is 2.13: using the torch engine.", "2", "2")
     monkeypatch.setattr(engine, "choose_engine", lambda: mismatched)
     with pytest.raises(AcceleronError, match="made by the ipex engine and needs IPEX, which cannot run here"):
-        OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False)
+        OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False, trust_remote_code=True)
 
 
 # ---- options ------------------------------------------------------------------------------------
@@ -273,5 +275,6 @@ def test_compile_mode_matches_pytorch_and_saves_the_weights(tiny: Callable[[str,
     inputs, expected = reference(folder, "text-classification")
     assert (model.report()["runtime"]["mode"], model.artifact.name) == ("compile", artifacts.WEIGHTS_FILE)
     assert (model(**inputs).logits - expected["logits"]).abs().max().item() <= 1e-5
-    reloaded = OptimizedModel.from_pretrained(model.save_pretrained(tmp_path / "s"), accelerator="ipex", export=False)
+    saved = model.save_pretrained(tmp_path / "s")
+    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False, trust_remote_code=True)
     assert reloaded.report()["runtime"]["compile"] == "default"

@@ -36,6 +36,7 @@ class IpexBackend(Backend):
     runtime_modules = ("torch", "transformers", "intel_extension_for_pytorch")
     options_class = IpexOptions
     dtypes = ("auto", "float32", "bfloat16", "int8")
+    artifact_runs_code = True  # model.ipex.pt is TorchScript: a model folder's copy loads only if trusted
 
     def availability(self) -> Availability:
         """Available wherever torch is installed; the reason names the engine that will run."""

@@ -39,6 +39,7 @@ class TorchScriptBackend(Backend):
     priority = 10
     install_hint = "pip install acceleron-torchscript"
     runtime_modules = ("torch", "transformers")
+    artifact_runs_code = True  # a TorchScript file is code: the core loads one from a folder only if trusted
     # Every task the core can plan is claimed (the default); tracing fails on none of them.
 
     def availability(self) -> Availability:

@@ -282,8 +282,10 @@ def _env(args: argparse.Namespace) -> int:
         "machine": platform.machine(),
         "packages": {name: distribution_version(name) for name in packages},
         "cache_dir": str(default_cache_dir()),
-        "backends": {s.name: {"status": s.status, "version": s.version, "reason": s.reason} for s in list_backends()},
+        "backends": {},
     }
+    for s in list_backends():  # the first row of a name is the one in use; a refused namesake comes later
+        info["backends"].setdefault(s.name, {"status": s.status, "version": s.version, "reason": s.reason})
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -24,6 +24,7 @@ PLUGIN_ENV = (
     plugins.ENV_DISABLE_AUTOLOAD,
     plugins.ENV_PRIORITY,
     plugins.ENV_STRICT,
+    plugins.ENV_TIMEOUT,
 )
 
 

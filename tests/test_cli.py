@@ -177,3 +177,47 @@ def test_env_reports_versions() -> None:
     info = json.loads(result.stdout)
     assert info["packages"]["torch"].startswith("2.")
     assert info["backends"]["torch"]["status"] == "ok"
+
+
+def _install_metadata(site: Path, distribution: str, **entry_points: str) -> None:
+    """Install ``distribution`` as metadata only, its entry points naming modules of tests/fake_plugins."""
+    info = site / f"{distribution.replace('-', '_')}-6.6.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 6.6\n")
+    lines = [f"{name} = fake_plugins.{module}" for name, module in entry_points.items()]
+    (info / "entry_points.txt").write_text("[acceleron.backends]\n" + "\n".join(lines) + "\n")
+
+
+def test_backends_survives_hanging_raising_and_squatting_plugins(tmp_path: Path) -> None:
+    import time
+
+    site = tmp_path / "site"
+    _install_metadata(
+        site,
+        "acceleron-hostile",
+        hanging_import="hanging_import",
+        hanging_availability="hanging_availability",
+        raising_availability="raising_availability",
+        bad_priority="bad_priority",
+    )
+    _install_metadata(site, "acceleron-turbo", ort="impostor")
+    tests = Path(__file__).parent
+    path = os.pathsep.join([str(site), str(tests), os.environ.get("PYTHONPATH", "")])
+    started = time.monotonic()
+    result = acceleron("backends", "--json", env={"PYTHONPATH": path, "ACCELERON_PLUGIN_TIMEOUT": "1"})
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60  # not forever: each hang costs one time limit
+    assert "Traceback" not in result.stderr
+    rows = json.loads(result.stdout)
+    statuses = {(row["name"], row["distribution"]): row for row in rows}
+    hostile = {name: statuses[(name, "acceleron-hostile")] for name in ("hanging_import", "hanging_availability")}
+    assert all(row["status"] == "load-failed" for row in hostile.values())
+    assert "importing fake_plugins.hanging_import timed out after 1 s" in hostile["hanging_import"]["reason"]
+    assert "timed out after 1 s" in hostile["hanging_availability"]["reason"]
+    assert "availability exploded" in statuses[("raising_availability", "acceleron-hostile")]["reason"]
+    assert "priority must be an int" in statuses[("bad_priority", "acceleron-hostile")]["reason"]
+    squatter = statuses[("ort", "acceleron-turbo")]
+    assert squatter["status"] == "disabled" and "reserved to acceleron-ort" in squatter["reason"]
+    assert statuses[("torch", "acceleron")]["status"] == "ok"
+    table = acceleron("backends", env={"PYTHONPATH": path, "ACCELERON_PLUGIN_TIMEOUT": "1"})
+    assert table.returncode == 0 and "reserved to acceleron-ort" in table.stdout

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -99,6 +100,32 @@ def _distribution_of(package: str) -> tuple[str, str] | None:
 
 
 # ---- options -------------------------------------------------------------------------------------
+
+
+def max_threads() -> int:
+    """The largest ``num_threads`` a backend accepts: 4 per logical CPU, and at least 64.
+
+    More threads than cores never runs faster, and an absurd count is not refused by the runtimes:
+    torch and IPEX die in libgomp (the process exits, no exception) and ONNX Runtime reports a
+    "corrupt" model. Four per logical CPU leaves room for deliberate oversubscription; the floor
+    of 64 lets a setting tuned on a bigger machine still load on a laptop or a small container.
+    """
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_threads(threads: object) -> None:
+    """Raise :class:`InvalidOptionError` unless ``threads`` is None or an int in 1..:func:`max_threads`."""
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise InvalidOptionError(f"num_threads must be a positive integer, got {threads!r}.")
+    limit = max_threads()
+    if threads > limit:
+        raise InvalidOptionError(
+            f"num_threads={threads} is more than this machine can use: at most {limit} here (4 per logical CPU, "
+            f"of which there are {os.cpu_count()}, and never fewer than 64). Pass a smaller number, or leave "
+            "num_threads out for the runtime's default."
+        )
 
 
 @dataclass(frozen=True)
@@ -251,6 +278,7 @@ class Backend(ABC):
     def parse_options(self, options: Mapping[str, Any] | Options | None = None) -> Options:
         """Check the caller's options once and return them typed. Unknown names and bad values raise."""
         if isinstance(options, self.options_class):
+            check_threads(options.num_threads)  # a hand-built Options skips the checks below
             return options
         if isinstance(options, Options):
             options = options.to_dict()
@@ -275,9 +303,7 @@ class Backend(ABC):
                 f"backend {self.name!r} does not support dtype={dtype!r}; choose one of {', '.join(self.dtypes)}."
             )
         values["dtype"] = dtype
-        threads = values.get("num_threads")
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise InvalidOptionError(f"num_threads must be a positive integer, got {threads!r}.")
+        check_threads(values.get("num_threads"))
         values["device"] = str(values.get("device") or "cpu")
         try:
             parsed = self.options_class(**values)

@@ -1,6 +1,8 @@
 """The ``acceleron`` command: list backends, export, run, manage the cache, report versions.
 
 Parsing the command line loads no plugin, so ``acceleron --help`` works whatever is installed.
+An error is one line on stderr (``acceleron: error: ...``) and a non-zero exit, never a
+traceback; ``--debug`` shows the traceback too.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import logging
 import platform
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"acceleron {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details (backend selection)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     backends = commands.add_parser("backends", help="list known and installed backends with their status")
@@ -103,15 +107,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"backends": _backends, "export": _export, "run": _run, "cache": _cache, "env": _env}
     try:
         return handlers[args.command](args)
-    except (AcceleronError, FileNotFoundError, ValueError, TypeError, ImportError) as error:
-        print(f"acceleron: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("acceleron: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except (AcceleronError, OSError, ValueError, TypeError, ImportError) as error:
+        # What a user can cause (a bad path, option or input, a missing backend): our message is the answer.
+        _report(error, args.debug)
+        return 2
+    except Exception as error:  # a bug: still one line, with the way to the details
+        _report(error, args.debug, "internal error: ", " (rerun with --debug for the traceback, and report it)")
+        return 1
+
+
+def _report(error: BaseException, debug: bool, prefix: str = "", suffix: str = "") -> None:
+    if debug:
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    text = str(error) if isinstance(error, AcceleronError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError) and not isinstance(error, AcceleronError) and error.filename is not None:
+        text = f"{error.strerror or type(error).__name__}: {error.filename}"
+    print(f"acceleron: error: {prefix}{text}{suffix}", file=sys.stderr)
 
 
 def _backends(args: argparse.Namespace) -> int:
@@ -146,7 +163,10 @@ def _export(args: argparse.Namespace) -> int:
     from acceleron.router import resolve_task
 
     output: Path = args.output
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.force:
+    # Checked before exporting, which may take minutes.
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"-o {output} is a file; give a folder to write the exported model into")
+    if output.exists() and any(output.iterdir()) and not args.force:
         raise AcceleronError(f"{output} exists and is not an empty folder; pass --force to write into it")
     model = OptimizedModel.from_pretrained(
         args.model,
@@ -166,6 +186,8 @@ def _export(args: argparse.Namespace) -> int:
 def _read_inputs(args: argparse.Namespace) -> list[Any]:
     texts: list[str] = list(args.inputs)
     if args.input_file is not None:
+        if str(args.input_file) != "-" and args.input_file.is_dir():
+            raise IsADirectoryError(f"--input-file {args.input_file} is a folder; give a text file, one input a line")
         stream = sys.stdin if str(args.input_file) == "-" else open(args.input_file, encoding="utf-8")  # noqa: SIM115
         with stream:
             texts.extend(line.rstrip("\n") for line in stream if line.strip())
@@ -220,15 +242,14 @@ def _cache(args: argparse.Namespace) -> int:
         print(cache.root)
         return 0
     if args.cache_command == "list":
-        entries = list(cache.entries())
+        rows = [_entry_dict(entry) for entry in cache.entries()]
         if args.json:
-            print(json.dumps([_entry_dict(entry) for entry in entries], indent=2, default=str))
+            print(json.dumps(rows, indent=2, default=str))
             return 0
-        if not entries:
+        if not rows:
             print(f"the export cache at {cache.root} is empty")
             return 0
-        for entry in entries:
-            info = _entry_dict(entry)
+        for info in rows:
             print(
                 f"{info['key']}  {info['backend']:<6} {info['task']:<26} {info['size_mb']:>8.1f} MB  "
                 f"{info['validation']:<7} {info['source']}"
@@ -252,18 +273,28 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _entry_dict(entry: Any) -> dict[str, Any]:
-    validation = entry.manifest.get("validation")
-    verdict = "skipped" if not validation else ("passed" if validation.get("passed") else "FAILED")
-    source = entry.manifest.get("source") or {}
+    """One listing row. A manifest edited or damaged into other types is listed as ``DAMAGED``, not fatal:
+    listing is how a user finds such an entry (and ``cache clear`` removes it)."""
+    manifest = entry.manifest
+    validation = manifest.get("validation")
+    source = manifest.get("source")
+    try:
+        size_mb = entry.size / 1e6
+    except (AttributeError, TypeError, ValueError):
+        size_mb, validation = 0.0, "damaged"
+    if validation == "damaged" or not isinstance(validation, (dict, type(None))):
+        verdict = "DAMAGED"
+    else:
+        verdict = "skipped" if not validation else ("passed" if validation.get("passed") else "FAILED")
     return {
         "key": entry.key,
         "path": str(entry.path),
-        "backend": entry.manifest.get("backend", "?"),
-        "task": entry.manifest.get("task", "?"),
-        "source": source.get("id", "?"),
-        "options": entry.manifest.get("options", {}),
-        "created": entry.manifest.get("created"),
-        "size_mb": entry.size / 1e6,
+        "backend": str(manifest.get("backend", "?")),
+        "task": str(manifest.get("task", "?")),
+        "source": str(source.get("id", "?")) if isinstance(source, dict) else "?",
+        "options": manifest.get("options", {}),
+        "created": manifest.get("created"),
+        "size_mb": size_mb,
         "validation": verdict,
     }
 
@@ -282,8 +313,10 @@ def _env(args: argparse.Namespace) -> int:
         "machine": platform.machine(),
         "packages": {name: distribution_version(name) for name in packages},
         "cache_dir": str(default_cache_dir()),
-        "backends": {s.name: {"status": s.status, "version": s.version, "reason": s.reason} for s in list_backends()},
+        "backends": {},
     }
+    for s in list_backends():  # the first row of a name is the one in use; a refused namesake comes later
+        info["backends"].setdefault(s.name, {"status": s.status, "version": s.version, "reason": s.reason})
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -55,5 +55,15 @@ class ValidationError(AcceleronError):
     """An exported model's outputs differ from PyTorch's beyond the tolerance (``strict=True``)."""
 
 
+class ArtifactLoadError(AcceleronError, OSError):
+    """An artifact (or the model files it needs) exists but cannot be loaded: truncated, corrupt, or not
+    matching ``config.json``."""
+
+
+class InferenceError(AcceleronError, RuntimeError):
+    """The backend's runtime failed to run a forward; the message names the backend and the inputs,
+    then quotes the runtime's own error."""
+
+
 class CacheError(AcceleronError, OSError):
     """The export cache could not be read or written."""

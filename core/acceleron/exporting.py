@@ -54,10 +54,13 @@ def _load_torch_model(source: ModelSource, task: TaskSpec, trust_remote_code: bo
     with progress.stage(f"loading the PyTorch model {source}"):
         try:
             return task.load_torch_model(source.path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, KeyError) as error:
+        except AcceleronError:
+            raise
+        except Exception as error:  # a truncated safetensors file, weights that do not fit config.json, ...
             raise ExportError(
-                f"cannot load the PyTorch model to export from {source.path}: {error}. "
-                f"Exporting needs transformers weights for {task.name} ({task.auto_class})."
+                f"cannot load the PyTorch model to export from {source.path}: {type(error).__name__}: {error}. "
+                f"Exporting needs complete transformers weights for {task.name} ({task.auto_class}) that fit "
+                "its config.json: download or save the model again."
             ) from error
 
 

@@ -10,6 +10,7 @@ cache (:mod:`acceleron.exporting`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -19,11 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 from acceleron.backend import Backend, Options, Session
 from acceleron.cache import ExportCache, read_manifest
-from acceleron.errors import ArtifactNotFoundError, UntrustedArtifactError
+from acceleron.errors import (
+    AcceleronError,
+    ArtifactLoadError,
+    ArtifactNotFoundError,
+    TaskNotSupportedError,
+    UntrustedArtifactError,
+)
 from acceleron.exporting import check_recorded_validation, export_to_cache
 from acceleron.selection import resolve_backend
 from acceleron.sources import ModelSource, resolve_source
-from acceleron.tasks import TaskSpec, get_task, infer_task
+from acceleron.tasks import CausalLM, TaskSpec, get_task, infer_task
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -53,6 +60,32 @@ def task_of(source: ModelSource, task: str | None) -> TaskSpec:
     if manifest.get("task"):
         return get_task(str(manifest["task"]))
     return get_task(infer_task(source.path))
+
+
+def check_task_fits(source: ModelSource, spec: TaskSpec) -> None:
+    """Refuse a text-generation request for a model that is no causal language model.
+
+    transformers would build an LM head with random weights (an encoder such as BERT has none) and
+    generate noise without an error; the config's architectures say so before anything is loaded.
+    """
+    if not isinstance(spec.kind, CausalLM):
+        return
+    try:
+        config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no readable config: loading it reports that
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    if not isinstance(architectures, list) or not architectures or config.get("is_decoder"):
+        return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if not any(name in causal or str(name).endswith(("ForCausalLM", "LMHeadModel")) for name in architectures):
+        raise TaskNotSupportedError(
+            f"{source} is a {', '.join(map(str, architectures))}, not a causal language model, so it cannot "
+            f"serve {spec.name} (it has no trained LM head). Use a decoder model (GPT-2, Llama, Qwen2, ...) or "
+            "a task this model was trained for."
+        )
 
 
 def options_from_manifest(
@@ -143,6 +176,7 @@ def load_parts(
         subfolder=subfolder,
     )
     spec = task_of(source, task)
+    check_task_fits(source, spec)
     backend = resolve_backend(accelerator, spec.name)
     parsed = backend.parse_options(options)
     file_name = file_name or source.file_name
@@ -181,7 +215,16 @@ def load_parts(
         preprocessor_dir = entry.path
     config = load_config(preprocessor_dir, trust_remote_code)
     if session is None:
-        session = backend.load(artifact, spec, parsed)
+        try:
+            session = backend.load(artifact, spec, parsed)
+        except AcceleronError:
+            raise
+        except Exception as error:  # the runtime's own words for a truncated or mismatched file
+            raise ArtifactLoadError(
+                f"the {backend.name!r} backend cannot load {artifact}: {type(error).__name__}: {error}. "
+                "The file may be truncated, corrupt or made for another model or version: export it again "
+                "(export=True), or load the model from its PyTorch weights."
+            ) from error
     return LoadedParts(
         backend=backend,
         session=session,

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from acceleron import kv_cache
 from acceleron.backend import Backend, Options, Session
 from acceleron.cache import ExportCache, describe_files, write_manifest
-from acceleron.errors import AcceleronError, ArtifactNotFoundError, InvalidInputError
+from acceleron.errors import AcceleronError, ArtifactNotFoundError, InferenceError, InvalidInputError
 from acceleron.loading import LoadedParts, load_parts
 from acceleron.sources import copy_preprocessor_files, offline
 from acceleron.tasks import CausalLM, TaskKind, TaskSpec
@@ -158,7 +158,41 @@ class OptimizedModel:
         dtype = self.dtype
         if dtype != torch.float32:
             prepared = {name: v.to(dtype) if v.is_floating_point() else v for name, v in prepared.items()}
-        return self.session._forward(prepared)
+        return self._forward_on_session(prepared)
+
+    def _forward_on_session(self, prepared: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The session's ``_forward``; a runtime's own exception becomes an :class:`InferenceError`.
+
+        Runtimes raise whatever they raise (ONNX Runtime's C++ text, TorchScript's interpreter
+        trace); the caller gets one exception class, our sentence first, the runtime's text after it.
+        """
+        try:
+            return self.session._forward(prepared)
+        except AcceleronError:
+            raise
+        except Exception as error:
+            raise InferenceError(self._inference_failure(prepared, error)) from error
+
+    def _inference_failure(self, prepared: Mapping[str, torch.Tensor], error: Exception) -> str:
+        shapes = ", ".join(
+            f"{name}: {str(value.dtype).replace('torch.', '')}{list(value.shape)}"
+            if isinstance(value, torch.Tensor)
+            else f"{name}: {type(value).__name__}"
+            for name, value in prepared.items()
+        )
+        limits = []
+        vocab = getattr(self.config, "vocab_size", None)
+        positions = getattr(self.config, "max_position_embeddings", None)
+        if isinstance(vocab, int):
+            limits.append(f"token ids below {vocab}")
+        if isinstance(positions, int):
+            limits.append(f"at most {positions} positions (pass truncation=True to a pipeline)")
+        check = "Check that the inputs fit the model" + (f": {'; '.join(limits)}" if limits else "")
+        compare = "" if self.backend.name == "torch" else "; compare with accelerator='torch'"
+        return (
+            f"the {self.backend.name!r} backend failed to run {self.task.name} on inputs {{{shapes}}}. "
+            f"{check}{compare}. The runtime said: {type(error).__name__}: {error}"
+        )
 
     def forward(self, **inputs: Any) -> ModelOutput:
         """Run the backend on model inputs (tensors by name); returns the task's ``ModelOutput``."""
@@ -349,7 +383,7 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
             "position_ids": position_ids.long(),
             **past,
         }
-        outputs = self.session._forward(self.task.kind.prepare_inputs(flat, self.session.input_names))
+        outputs = self._forward_on_session(self.task.kind.prepare_inputs(flat, self.session.input_names))
         return CausalLMOutputWithPast(
             logits=outputs["logits"],
             past_key_values=kv_cache.from_flat(outputs, self.layout, self.config) if use_cache else None,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from acceleron.backend import Availability, Backend, Options, Session, distribution_version
-from acceleron.errors import AcceleronError
+from acceleron.errors import AcceleronError, InvalidOptionError
 from acceleron.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -40,6 +40,30 @@ class TorchOptions(Options):
     """The checkpoint is the artifact: no option changes it (bfloat16 is a cast at load time)."""
 
     artifact_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        _check_device(self.device)
+
+
+def _check_device(name: str) -> None:
+    """Refuse a device torch cannot use here now, not with an AssertionError deep inside ``Module.to``."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise InvalidOptionError(f"device={name!r} is not a torch device ({error}); use 'cpu' or 'cuda:N'.") from error
+    if device.type == "cpu":
+        return
+    module: Any = getattr(torch, device.type, None)
+    available = bool(hasattr(module, "is_available") and module.is_available())
+    count = int(module.device_count()) if available and hasattr(module, "device_count") else int(available)
+    if (device.index or 0) >= count:
+        built = "" if device.type != "cuda" or torch.version.cuda else " (this torch is built without CUDA)"
+        raise InvalidOptionError(
+            f"device={name!r} is not available here: torch sees {count} {device.type} device(s){built}. "
+            "Use device='cpu'" + (f" or an index below {count}." if count else ".")
+        )
 
 
 class TorchSession(Session):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from acceleron.backend import Backend
 from acceleron.cache import read_manifest
-from acceleron.errors import AcceleronError, TaskNotSupportedError
+from acceleron.errors import AcceleronError, ArtifactNotFoundError, InvalidOptionError, TaskNotSupportedError
 from acceleron.modeling import MODEL_CLASSES, OptimizedModel
 from acceleron.plugins import get_plugin_manager
 from acceleron.tasks import get_task, infer_task, normalize_task
@@ -69,15 +69,27 @@ def resolve_task(task: str | None, model: Any) -> str:
         return normalize_task(task)
     if isinstance(model, OptimizedModel):
         return model.task.name
-    if isinstance(model, (str, os.PathLike)) and Path(model).expanduser().is_dir():
-        manifest = read_manifest(Path(model).expanduser())
-        if manifest and manifest.get("task"):
-            return normalize_task(str(manifest["task"]))
-        return infer_task(Path(model).expanduser())
+    if isinstance(model, (str, os.PathLike)):
+        text = os.fspath(model)
+        folder = Path(text).expanduser()
+        if folder.is_file():  # a file in a model folder (an artifact named directly)
+            folder = folder.parent
+        if folder.is_dir():
+            manifest = read_manifest(folder)
+            if manifest and manifest.get("task"):
+                return normalize_task(str(manifest["task"]))
+            return infer_task(folder)
+        if _looks_local(text):
+            raise ArtifactNotFoundError(f"no such model folder: {text}; check the path.")
     raise TaskNotSupportedError(
         "task is required unless model is a local folder (its config.json names the architecture) "
         "or an acceleron model instance; pass task='text-classification' or similar."
     )
+
+
+def _looks_local(text: str) -> bool:
+    """A path rather than a hub id (``user/name``): the same rule :func:`acceleron.sources.resolve_source` uses."""
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
 
 
 def _check_passed_model(model: OptimizedModel, accelerator: str | Backend | None, task: str) -> None:
@@ -157,12 +169,21 @@ def pipeline(
     if device_map is not None:
         logger.warning("acceleron: device_map is not supported by accelerated backends and is ignored; use device=")
 
+    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+        raise TypeError(
+            f"model_kwargs must be a mapping such as {{'cache_dir': ...}}, got {type(model_kwargs).__name__}"
+        )
     load_kwargs = dict(model_kwargs or {})
     unknown = sorted(set(load_kwargs) - _LOAD_KWARGS - {"dtype", "torch_dtype"})
     if unknown:
         raise TypeError(
             f"model_kwargs {unknown} are not understood by acceleron; allowed: {', '.join(sorted(_LOAD_KWARGS))}. "
             "Put backend options in accelerator_options."
+        )
+    if accelerator_options is not None and not isinstance(accelerator_options, Mapping):
+        raise InvalidOptionError(
+            f"accelerator_options must be a mapping such as {{'num_threads': 2}}, "
+            f"got {type(accelerator_options).__name__} {accelerator_options!r}"
         )
     options: dict[str, Any] = dict(accelerator_options or {})
     model_dtype = load_kwargs.pop("dtype", None) or load_kwargs.pop("torch_dtype", None)

@@ -3,7 +3,9 @@
 :func:`resolve_backend` is the one place that turns what a caller passed as ``accelerator`` into a
 usable :class:`~acceleron.Backend`, checking its availability and task support once each. For
 ``accelerator=None`` the candidates go through the ``acceleron_select_backend`` hook, whose default
-implementation (the first candidate) any plugin may override.
+implementation (the first candidate) any plugin may override. Every call into a plugin goes through
+the registry (:meth:`PluginManager.availability` and friends), so a plugin that raises or hangs is
+skipped like one that failed to import, instead of breaking selection for every other backend.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def resolve_backend(
         return select_backend(registry, task, model)
     if isinstance(accelerator, Backend):
         backend = accelerator
-        availability = backend.availability()
+        availability = registry.availability(backend)
         if not availability:
             raise BackendUnavailableError(
                 f"accelerator {backend.name!r} cannot run here: {availability.reason} "
@@ -47,7 +49,7 @@ def resolve_backend(
             f"accelerator must be a backend name such as 'ort', a Backend instance or None, "
             f"got {type(accelerator).__name__}"
         )
-    tasks = backend.supported_tasks()
+    tasks = registry.supported_tasks(backend)
     if task not in tasks:
         raise TaskNotSupportedError(
             f"accelerator {backend.name!r} does not support {task}; it supports: {', '.join(sorted(tasks))}."
@@ -61,12 +63,17 @@ def select_backend(registry: PluginManager, task: str, model: object = None) -> 
     passed_over: dict[str, str] = {}
     for backend in registry.backends():
         reason = ""
-        if not backend.auto_select:
-            reason = "used only when asked for by name"
-        elif not (availability := backend.availability()):
-            reason = f"unavailable: {availability.reason}"
-        elif task not in (tasks := backend.supported_tasks()):
-            reason = f"does not support {task} (it supports: {', '.join(sorted(tasks))})"
+        try:
+            if not backend.auto_select:
+                reason = "used only when asked for by name"
+            elif not (availability := registry.availability(backend)):
+                reason = f"unavailable: {availability.reason}"
+            elif task not in (tasks := registry.supported_tasks(backend)):
+                reason = f"does not support {task} (it supports: {', '.join(sorted(tasks))})"
+        except PluginLoadError:
+            if registry.strict:
+                raise
+            continue  # now load-failed: reported with the plugins that failed to import
         if reason:
             passed_over[backend.name] = reason
             logger.debug("accelerator %r passed over for %s: %s", backend.name, task, reason)
@@ -74,11 +81,14 @@ def select_backend(registry: PluginManager, task: str, model: object = None) -> 
             candidates.append(backend)
     if not candidates:
         raise _no_candidate_error(registry, task, passed_over)
-    chosen = registry.hook.acceleron_select_backend(task=task, candidates=list(candidates), model=model)
-    if chosen not in candidates:
+    chosen = registry.select(task, candidates, model)
+    if chosen is None:  # every candidate's plugin broke in its selection hook
+        raise _no_candidate_error(registry, task, passed_over)
+    if not any(chosen is candidate for candidate in candidates):  # only with a hookwrapper in the way
         raise PluginLoadError(
             f"a selection plugin returned {chosen!r}, which is not one of the candidates {[c.name for c in candidates]}"
         )
+    candidates = [c for c in candidates if registry.load(c.name) is c]
     logger.info(
         "acceleron: running %s on accelerator %r (candidates: %s)",
         task,
@@ -90,14 +100,13 @@ def select_backend(registry: PluginManager, task: str, model: object = None) -> 
 
 def _no_candidate_error(registry: PluginManager, task: str, passed_over: dict[str, str]) -> Exception:
     selectable = {name: reason for name, reason in passed_over.items() if "by name" not in reason}
+    failed = [f"{r.name} ({r.distribution} {r.version}): {r.error}" for r in registry.records().values() if r.error]
+    broken = ("\nThese plugins are installed but failed to load:\n  " + "\n  ".join(failed)) if failed else ""
     if not selectable:
-        failed = [f"{r.name} ({r.distribution} {r.version}): {r.error}" for r in registry.records().values() if r.error]
         lines = [f"  {known.install_hint:<40} # {known.name}" for known in KNOWN_BACKENDS.values()]
         message = "no acceleron backend is installed. Install one of:\n" + "\n".join(lines)
-        if failed:
-            message += "\nThese plugins are installed but failed to load:\n  " + "\n  ".join(failed)
-        return BackendNotInstalledError(message)
+        return BackendNotInstalledError(message + broken)
     details = "; ".join(f"{name} {reason}" for name, reason in selectable.items())
     if all(reason.startswith("unavailable") for reason in selectable.values()):
-        return BackendUnavailableError(f"no installed accelerator can run here: {details}.")
-    return TaskNotSupportedError(f"no installed accelerator supports {task}: {details}.")
+        return BackendUnavailableError(f"no installed accelerator can run here: {details}.{broken}")
+    return TaskNotSupportedError(f"no installed accelerator supports {task}: {details}.{broken}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from acceleron.plugins import KNOWN_BACKENDS, PluginManager, PluginRecord, Status, describe_error, get_plugin_manager
+from acceleron.errors import PluginLoadError
+from acceleron.plugins import KNOWN_BACKENDS, PluginManager, PluginRecord, Status, get_plugin_manager
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,16 @@ def backend_statuses(registry: PluginManager) -> list[BackendStatus]:
     records = registry.records()
     for record in records.values():
         statuses.append(_status(registry, record))
+    for record in registry.refused:  # a reserved or already taken name: listed so the user sees why
+        statuses.append(
+            BackendStatus(
+                name=record.name,
+                status="disabled",
+                reason=record.disabled_reason,
+                distribution=record.distribution,
+                version=record.version,
+            )
+        )
     for name, known in KNOWN_BACKENDS.items():
         if name not in records:
             statuses.append(
@@ -65,7 +76,7 @@ def backend_statuses(registry: PluginManager) -> list[BackendStatus]:
         statuses,
         key=lambda s: (
             (0, rank[s.name], "")
-            if s.name in rank
+            if s.name in rank and s.status != "disabled"  # not a refused namesake of a loaded backend
             else (2, first_party.index(s.name), "")
             if s.status == "not-installed"
             else (1, 0, s.name)
@@ -85,11 +96,13 @@ def _status(registry: PluginManager, record: PluginRecord) -> BackendStatus:
     backend = registry.load(record.name)
     if backend is None:
         return BackendStatus(status="load-failed", reason=record.error, **common)
-    try:
-        availability = backend.availability()
-        tasks = tuple(sorted(backend.supported_tasks()))
-    except Exception as error:  # a plugin bug must not break the listing
-        return BackendStatus(status="load-failed", reason=describe_error(error), **common)
+    try:  # the registry contains a plugin that raises or hangs here (strict mode re-raises)
+        availability = registry.availability(backend)
+        tasks = tuple(sorted(registry.supported_tasks(backend)))
+    except PluginLoadError:
+        if registry.strict:
+            raise
+        return BackendStatus(status="load-failed", reason=record.error, **common)
     return BackendStatus(
         status="ok" if availability else "unavailable",
         reason=availability.reason,

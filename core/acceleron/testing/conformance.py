@@ -12,7 +12,8 @@ leaves the runtime unimported, that export + load + forward on tiny random model
 PyTorch within the task's tolerance (each text architecture with its own tokenizer: BERT with
 token type ids, RoBERTa and DistilBERT without), that the stock pipeline's labels come back,
 that ``save_pretrained``/``from_pretrained`` round-trips without exporting again, that
-unsupported tasks are refused with ``TaskNotSupportedError``, that concurrent calls from threads
+unsupported tasks are refused with ``TaskNotSupportedError``, that an absurd ``num_threads`` is
+refused with ``InvalidOptionError`` before the runtime sees it, that concurrent calls from threads
 give the serial results, and that a backend claiming text-generation either generates the
 tokens PyTorch generates or is refused at export with an ``ExportError``, nothing cached.
 
@@ -31,7 +32,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from acceleron.errors import ExportError, TaskNotSupportedError, UntrustedArtifactError
+from acceleron.errors import ExportError, InvalidOptionError, TaskNotSupportedError, UntrustedArtifactError
 from acceleron.tasks import TASKS
 from acceleron.testing.tiny import (
     CAUSAL_LM_FAMILIES,
@@ -200,6 +201,11 @@ class BackendConformance:
                 model=tiny_models("text-classification", "bert"),
                 accelerator=self.backend_name,
             )
+
+    def test_absurd_thread_counts_are_refused_before_the_runtime(self, backend: Any, tiny_models: Any) -> None:
+        # libgomp kills the process on num_threads=10**9 (torch, IPEX): the core must refuse it first.
+        with pytest.raises(InvalidOptionError, match="num_threads=1000000000 is more than"):
+            self.load(backend, tiny_models("text-classification", "bert"), num_threads=10**9)
 
     def test_pipeline_matches_transformers(self, backend: Any, export_cache: Any, tiny_models: Any, arch: str) -> None:
         """The stock pipeline's labels and scores, whatever inputs the architecture's tokenizer emits."""

@@ -88,9 +88,9 @@ def test_clear_and_list(tmp_path: Path) -> None:
     cache.get_or_build("a", lambda folder: {**_build_files(folder), "backend": "ort"})
     cache.get_or_build("b", lambda folder: {**_build_files(folder), "backend": "ov"})
     assert [e.key for e in cache.entries()] == ["a", "b"]
-    assert cache.clear(lambda entry: entry.manifest["backend"] == "ov") == 1
+    assert cache.clear(lambda entry: entry.manifest["backend"] == "ov").removed == ["b"]
     assert [e.key for e in cache.entries()] == ["a"]
-    assert cache.clear() == 1
+    assert cache.clear().removed == ["a"]
     assert list(cache.entries()) == []
 
 

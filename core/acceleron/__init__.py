@@ -42,6 +42,7 @@ _LAZY = {
     "ExportError": "acceleron.errors",
     "ValidationError": "acceleron.errors",
     "CacheError": "acceleron.errors",
+    "UnsafePathError": "acceleron.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
         PluginLoadError,
         TaskNotSupportedError,
         UnknownBackendError,
+        UnsafePathError,
         ValidationError,
     )
     from acceleron.hookspecs import hookimpl

@@ -92,6 +92,20 @@ def user_cache_home() -> Path:
     return Path(base) / "acceleron"
 
 
+def compiled_cache_dir(backend: str) -> Path:
+    """A per-user folder for ``backend``'s compiled blobs (a runtime's own model cache).
+
+    Under the export cache root (``.compiled/<backend>``) when the root belongs to this user (or is
+    not made yet); else, as when a service reads a cache an image build wrote as root, under this
+    user's own cache home: writing blobs into another user's folder fails or leaves files that
+    user cannot replace, while the entries themselves are only read.
+    """
+    root = default_cache_dir()
+    if not root.exists() or owned_by_current_user(root):
+        return root / ".compiled" / backend
+    return user_cache_home() / "compiled" / backend
+
+
 def owned_by_current_user(path: Path) -> bool:
     """Whether ``path`` exists and belongs to the user running this process (not merely writable:
     root may write anywhere, but files it leaves in another user's folder break that user)."""

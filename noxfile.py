@@ -4,6 +4,7 @@ Sessions:
   tests           core tests, no backend plugin installed (the test plugins under tests/plugins are)
   plugin-<name>   one backend plugin alone, in its own venv: its own tests
   all             every plugin together: the core tests again, then every plugin's tests
+  reliability     tests/reliability: SIGKILLs during exports, cache damage, concurrency (tiny models)
   lint, types     ruff and mypy
   packaging       build every wheel; a fresh venv installs 'acceleron[<extra>]' from them
   demo, bench     the demo and the benchmark on real models (see README)
@@ -32,7 +33,9 @@ REAL_MODEL_DEPS = ("gguf", "accelerate")
 REAL_IPEX = ("torch==2.8.0", "intel-extension-for-pytorch==2.8.0")
 ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-nox.options.sessions = ["lint", "types", "tests", *(f"plugin-{name}" for name in PLUGINS), "all"]
+nox.options.sessions = ["lint", "types", "tests", *(f"plugin-{name}" for name in PLUGINS), "all", "reliability"]
+#: The reliability suite has its own session (minutes of subprocesses); the others skip it.
+SKIP_RELIABILITY = f"--ignore={ROOT / 'tests' / 'reliability'}"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
 
@@ -52,7 +55,7 @@ def _install_core(session: nox.Session, *extra: str) -> None:
 def tests(session: nox.Session) -> None:
     """Core tests with no backend plugin installed."""
     _install_core(session, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
-    session.run("pytest", "tests", *session.posargs, env=ENV)
+    session.run("pytest", "tests", SKIP_RELIABILITY, *session.posargs, env=ENV)
 
 
 def _plugin_session(name: str) -> None:
@@ -73,9 +76,16 @@ def all_plugins(session: nox.Session) -> None:
     """Every plugin together: the core tests again, then each plugin's tests."""
     plugin_args = _plugin_args()
     _install_core(session, *plugin_args, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
-    session.run("pytest", "tests", *session.posargs, env=ENV)
+    session.run("pytest", "tests", SKIP_RELIABILITY, *session.posargs, env=ENV)
     for name in PLUGINS:  # one run each: plugin test folders share module names (conftest, test_real_models)
         session.run("pytest", str(ROOT / "plugins" / name / "tests"), *session.posargs, env=ENV)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Faults and hostile files on tiny models: SIGKILLs during exports, cache damage, concurrency."""
+    _install_core(session, *(arg for path in TEST_PLUGINS for arg in ("-e", path)))
+    session.run("pytest", str(ROOT / "tests" / "reliability"), *session.posargs, env=ENV)
 
 
 @nox.session

@@ -44,6 +44,7 @@ _LAZY = {
     "UntrustedArtifactError": "acceleron.errors",
     "ValidationError": "acceleron.errors",
     "CacheError": "acceleron.errors",
+    "UnsafePathError": "acceleron.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
         PluginLoadError,
         TaskNotSupportedError,
         UnknownBackendError,
+        UnsafePathError,
         UntrustedArtifactError,
         ValidationError,
     )

@@ -77,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("inputs", nargs="*", help="inputs (texts); JSON objects are passed as dicts")
 
-    cache = commands.add_parser("cache", help="list or clear the export cache")
+    cache = commands.add_parser("cache", help="list, verify or clear the export cache")
     cache.add_argument("--dir", type=Path, help="cache folder (default: $ACCELERON_CACHE_DIR or ~/.cache)")
     cache_commands = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     cache_list = cache_commands.add_parser("list", help="list cached exports")
@@ -85,6 +85,10 @@ def _build_parser() -> argparse.ArgumentParser:
     cache_clear = cache_commands.add_parser("clear", help="remove cached exports")
     cache_clear.add_argument("--backend", help="only this backend's exports")
     cache_clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    cache_verify = cache_commands.add_parser(
+        "verify", help="re-hash every cached file; remove damaged entries (exit 1 when any was damaged)"
+    )
+    cache_verify.add_argument("--json", action="store_true")
     cache_commands.add_parser("dir", help="print the cache folder")
 
     env = commands.add_parser("env", help="print versions for bug reports")
@@ -255,9 +259,11 @@ def _cache(args: argparse.Namespace) -> int:
                 f"{info['validation']:<7} {info['source']}"
             )
         return 0
+    if args.cache_command == "verify":
+        return _cache_verify(cache, args.json)
     backend = args.backend.lower() if args.backend else None
     selected = [e for e in cache.entries() if backend is None or e.manifest.get("backend") == backend]
-    if not selected:
+    if not selected and backend is not None:
         print(f"nothing to remove in {cache.root}")
         return 0
     if not args.yes:
@@ -267,9 +273,35 @@ def _cache(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in {"y", "yes"}:
             print("nothing removed")
             return 1
-    removed = cache.clear(None if backend is None else (lambda entry: entry.manifest.get("backend") == backend))
-    print(f"removed {removed} cached exports from {cache.root}")
+    report = cache.clear(None if backend is None else (lambda entry: entry.manifest.get("backend") == backend))
+    print(f"removed {len(report.removed)} cached exports from {cache.root}")
+    _print_left_alone(report)
     return 0
+
+
+def _cache_verify(cache: Any, as_json: bool) -> int:
+    report = cache.verify()
+    if as_json:
+        print(json.dumps({"root": str(cache.root), **report.to_dict()}, indent=2))
+    else:
+        print(f"{len(report.verified)} cached exports verified in {cache.root}")
+        for key, problem in report.damaged.items():
+            fate = "left in place (another user's)" if key in report.kept else "removed"
+            print(f"damaged: {key}: {problem}; {fate}")
+        _print_left_alone(report)
+    return 1 if report.damaged else 0
+
+
+def _print_left_alone(report: Any) -> None:
+    for key in report.busy:
+        print(f"skipped {key}: another process is using it (its lock is held); run again later")
+    for key in report.kept:
+        if key not in report.damaged:
+            print(f"skipped {key}: it belongs to another user")
+    if report.foreign:
+        print(f"left alone (not made by acceleron): {', '.join(report.foreign)}")
+    if report.reclaimed:
+        print(f"reclaimed {len(report.reclaimed)} temporary folders of interrupted exports")
 
 
 def _entry_dict(entry: Any) -> dict[str, Any]:

@@ -67,3 +67,7 @@ class InferenceError(AcceleronError, RuntimeError):
 
 class CacheError(AcceleronError, OSError):
     """The export cache could not be read or written."""
+
+
+class UnsafePathError(AcceleronError, ValueError):
+    """A path given or found (``subfolder``, ``file_name``, a symlinked artifact) leads outside its model folder."""

@@ -19,17 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acceleron.backend import Backend, Options, Session
-from acceleron.cache import ExportCache, read_manifest
+from acceleron.cache import ExportCache, confined_path, read_manifest
 from acceleron.errors import (
     AcceleronError,
     ArtifactLoadError,
     ArtifactNotFoundError,
     TaskNotSupportedError,
+    UnsafePathError,
     UntrustedArtifactError,
 )
 from acceleron.exporting import check_recorded_validation, export_to_cache
 from acceleron.selection import resolve_backend
-from acceleron.sources import ModelSource, resolve_source
+from acceleron.sources import ModelSource, check_inside, resolve_source
 from acceleron.tasks import CausalLM, TaskSpec, get_task, infer_task
 
 if TYPE_CHECKING:
@@ -130,6 +131,18 @@ def _default(cls: type[Options], name: str) -> Any:
     return None
 
 
+def _check_file_name(file_name: str, source: ModelSource) -> None:
+    """``file_name`` names a file of the model folder: a relative path that stays inside it."""
+    if not isinstance(file_name, str) or not confined_path(Path(file_name).as_posix()):
+        raise UnsafePathError(
+            f"file_name={file_name!r} leads outside the model folder {source.path}; give the name of a file "
+            "inside it, such as 'model.onnx' or 'onnx/model.onnx'."
+        )
+    path = source.path / file_name
+    if path.exists():
+        check_inside(path, source.path, f"file_name={file_name!r}:")
+
+
 def load_config(folder: Path, trust_remote_code: bool) -> PretrainedConfig:
     from transformers import AutoConfig
 
@@ -180,6 +193,8 @@ def load_parts(
     backend = resolve_backend(accelerator, spec.name)
     parsed = backend.parse_options(options)
     file_name = file_name or source.file_name
+    if file_name is not None:
+        _check_file_name(file_name, source)
     artifact = None if export else backend.find_artifact(source.path, file_name)
     session: Session | None = None
     if artifact is not None:

@@ -26,7 +26,7 @@ from acceleron.backend import Backend, Options, Session
 from acceleron.cache import ExportCache, describe_files, write_manifest
 from acceleron.errors import AcceleronError, ArtifactNotFoundError, InferenceError, InvalidInputError
 from acceleron.loading import LoadedParts, load_parts
-from acceleron.sources import copy_preprocessor_files, offline
+from acceleron.sources import check_inside, copy_preprocessor_files, offline
 from acceleron.tasks import CausalLM, TaskKind, TaskSpec
 
 if TYPE_CHECKING:
@@ -228,7 +228,10 @@ class OptimizedModel:
         """Write config, preprocessors, artifact and manifest so that ``from_pretrained`` loads it as is.
 
         Files are written to a temporary folder first and moved in at the end, so a failure leaves
-        the target as it was.
+        the target as it was. Files are copied, never links; an artifact file that links outside its
+        folder is refused (:class:`~acceleron.errors.UnsafePathError`) and a preprocessor file that
+        does is skipped with a warning, so a hostile model folder cannot smuggle other files into a
+        saved or uploaded model.
         """
         target = Path(save_directory).expanduser()
         if target.exists() and not target.is_dir():
@@ -239,6 +242,7 @@ class OptimizedModel:
         try:
             artifact_root = self.artifact.parent
             for path in self.backend.artifact_files(self.artifact):
+                check_inside(path, artifact_root, "the artifact file")
                 relative = path.relative_to(artifact_root)
                 (staging / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, staging / relative)
@@ -255,7 +259,11 @@ class OptimizedModel:
                 artifact=self.artifact.name,
                 options=self.options.artifact_key(),
             )
-            manifest["files"] = describe_files(staging)
+            # Inode numbers and ctimes mean nothing in another folder (and are nobody's business on the hub).
+            files = describe_files(staging)
+            manifest["files"] = {
+                name: {k: v for k, v in info.items() if k != "identity"} for name, info in files.items()
+            }
             write_manifest(staging, manifest)
             for path in sorted(staging.rglob("*"), key=lambda p: len(p.parts)):
                 if path.is_file():

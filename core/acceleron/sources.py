@@ -2,18 +2,29 @@
 
 :func:`resolve_source` finds the folder (honouring ``HF_HUB_OFFLINE``); :func:`source_fingerprint`
 is the part of the export cache key that changes when the weights or the config do.
+
+A model folder from elsewhere must not make acceleron read files outside it into the cache, a saved
+model or a hub upload (a ``tokenizer.json`` linked to ``~/.ssh/id_rsa`` would be pushed with the
+model). So a symlink is followed only when it stays inside the model folder, or inside the blob
+store of the hub cache the folder is a snapshot of (``<repo>/snapshots/<rev>/x -> ../../blobs/<sha>``,
+how every hub download is laid out); the file is then copied, never the link. A preprocessor file
+linked elsewhere is skipped with a warning; an artifact file linked elsewhere, and a ``subfolder`` or
+``file_name`` leading out of the folder, are refused with :class:`~acceleron.errors.UnsafePathError`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from acceleron.cache import MANIFEST_NAME, cache_key, file_sha256
-from acceleron.errors import ArtifactNotFoundError
+from acceleron.cache import MANIFEST_NAME, cache_key, confined_path, file_sha256
+from acceleron.errors import ArtifactNotFoundError, UnsafePathError
+
+logger = logging.getLogger(__name__)
 
 #: Top-level files of a model folder that describe the model or its preprocessing (not weights).
 _PREPROCESSOR_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")
@@ -54,10 +65,19 @@ def resolve_source(
         raise ValueError("model must not be empty: give a model id or a folder path")
     path = Path(text).expanduser()
     file_name = None
+    if subfolder and not confined_path(Path(subfolder).as_posix()):
+        raise UnsafePathError(
+            f"subfolder={subfolder!r} leads outside the model folder; give a folder inside it, such as 'onnx'."
+        )
     if path.is_file():
         path, file_name = path.parent, path.name
     if path.is_dir():
         folder = path / subfolder if subfolder else path
+        if subfolder and not stays_inside(folder, path):
+            raise UnsafePathError(
+                f"subfolder={subfolder!r} of {path} is a symlink to {folder.resolve()}, outside the model folder; "
+                "copy the files into the model folder instead."
+            )
         if not folder.is_dir():
             raise ArtifactNotFoundError(f"{path} has no subfolder {subfolder!r}")
         return ModelSource(folder.resolve(), text, revision, True, file_name)
@@ -93,8 +113,33 @@ def resolve_source(
     return ModelSource(folder, text, Path(snapshot).name, False)
 
 
+def stays_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (after following symlinks) is inside ``folder``, or inside the blob store of
+    the hub cache ``folder`` is a snapshot of."""
+    target = path.resolve()
+    base = folder.resolve()
+    roots = [base]
+    for parent in (folder.absolute(), *folder.absolute().parents):
+        if parent.parent.name == "snapshots":  # <repo>/snapshots/<rev>: hub files link to <repo>/blobs
+            roots.append(parent.parent.parent.resolve() / "blobs")
+            break
+    return any(target == root or root in target.parents for root in roots)
+
+
+def check_inside(path: Path, folder: Path, what: str) -> None:
+    """Raise :class:`UnsafePathError` when ``path`` leads outside ``folder`` (see the module docstring)."""
+    if not stays_inside(path, folder):
+        raise UnsafePathError(
+            f"{what} {path} leads to {path.resolve()}, outside {folder}; acceleron does not copy files from "
+            "outside a model folder. Copy the file into the folder instead of linking it."
+        )
+
+
 def copy_preprocessor_files(source: Path, target: Path) -> list[str]:
-    """Copy config, tokenizer and processor files (never weights) from ``source`` to ``target``."""
+    """Copy config, tokenizer and processor files (never weights) from ``source`` to ``target``.
+
+    A file that is a symlink leading outside ``source`` is skipped with a warning (module docstring).
+    """
     copied = []
     for path in sorted(source.iterdir()):
         if (
@@ -103,7 +148,14 @@ def copy_preprocessor_files(source: Path, target: Path) -> list[str]:
             and path.name != MANIFEST_NAME
             and not (target / path.name).exists()
         ):
-            shutil.copy2(path, target / path.name)
+            if not stays_inside(path, source):
+                logger.warning(
+                    "acceleron: skipping %s: it links to %s, outside the model folder (copy the file in to keep it)",
+                    path,
+                    path.resolve(),
+                )
+                continue
+            shutil.copy2(path, target / path.name)  # follows the link: the copy is a file
             copied.append(path.name)
     return copied
 

@@ -212,9 +212,34 @@ def test_compiled_models_are_cached_under_the_acceleron_cache(
     saved_classifier: Path, load_ov: Any, isolated_acceleron_cache: Path
 ) -> None:
     model = load_ov(saved_classifier, num_threads=1, performance_hint="latency")
-    folder = isolated_acceleron_cache / "openvino-compiled"
+    folder = isolated_acceleron_cache / ".compiled" / "openvino"
     assert model.report()["runtime"]["compile_cache"] == str(folder)
     assert any(path.suffix == ".blob" for path in folder.iterdir())
+
+
+def test_another_users_cache_is_only_read(
+    tiny_classifier: Path, load_ov: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image built by one user, a service running as another: the entry loads, nothing is written
+    into the cache (root ignores chmod, so the test checks what changed instead of relying on it)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("making a cache of another user needs chown, i.e. root")
+    shared = tmp_path / "shared-cache"
+    monkeypatch.setenv("ACCELERON_CACHE_DIR", str(shared))
+    load_ov(tiny_classifier, task=TASK, num_threads=1)  # the image build exports as the cache's owner
+    before = {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in shared.rglob("*") if p.is_file()}
+    for path in [shared, *shared.rglob("*")]:
+        os.chown(path, 65534, 65534, follow_symlinks=False)  # the cache now belongs to 'nobody'
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "service-home-cache"))
+    model = load_ov(tiny_classifier, task=TASK, num_threads=1)
+    own = tmp_path / "service-home-cache" / "acceleron" / "compiled" / "openvino"
+    assert model.report()["runtime"]["compile_cache"] == str(own)
+    assert any(path.suffix == ".blob" for path in own.iterdir())
+    assert str(model.artifact).startswith(str(shared))  # the shared entry was used ...
+    after = {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in shared.rglob("*") if p.is_file()}
+    assert after == before  # ... and nothing in the shared cache was written
 
 
 def test_compile_cache_can_be_turned_off_or_moved(saved_classifier: Path, load_ov: Any, tmp_path: Path) -> None:

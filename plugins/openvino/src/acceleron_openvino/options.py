@@ -6,8 +6,9 @@ Besides acceleron's common ``device``, ``dtype`` and ``num_threads``:
 ``static_batch_size``       reshape the model to this batch size before compiling
 ``static_sequence_length``  reshape the sequence axis to this length before compiling
 ``ov_config``               a dict passed to ``compile_model`` as is, after (so over) acceleron's settings
-``compile_cache``           True (default): cache compiled models under the acceleron cache;
-                            False: never; a path: cache there
+``compile_cache``           True (default): cache compiled models in this user's folder of the
+                            acceleron cache (``acceleron.cache.compiled_cache_dir``); False: never;
+                            a path: cache there
 
 ``device`` is normalised to OpenVINO's spelling and checked against its devices (which imports
 OpenVINO, unless it is the CPU); nothing else here imports it.
@@ -29,8 +30,8 @@ PRECISION_HINTS: dict[str, str | None] = {"auto": None, "float32": "f32", "bfloa
 #: OpenVINO element type names -> acceleron dtype names.
 PRECISION_NAMES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-#: Sub-folder of the acceleron cache root that holds OpenVINO's compiled-model blobs.
-COMPILE_CACHE_FOLDER = "openvino-compiled"
+#: Name of OpenVINO's folder of compiled-model blobs in the per-user compiled cache.
+COMPILE_CACHE_FOLDER = "openvino"
 
 
 def precision_name(hint: Any) -> str:
@@ -106,6 +107,6 @@ class OpenVINOOptions(Options):
             return None
         if isinstance(self.compile_cache, str):
             return Path(self.compile_cache).expanduser()
-        from acceleron.cache import default_cache_dir
+        from acceleron.cache import compiled_cache_dir
 
-        return default_cache_dir() / COMPILE_CACHE_FOLDER
+        return compiled_cache_dir(COMPILE_CACHE_FOLDER)

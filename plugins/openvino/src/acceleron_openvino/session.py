@@ -17,6 +17,7 @@ reused request keeps its allocated buffers, which is why requests are pooled, no
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -277,6 +278,8 @@ def _prepare_cache(options: OpenVINOOptions, config: dict[str, Any]) -> Path | N
 
     if "CACHE_DIR" in config:  # set through ov_config: the user's choice
         return Path(str(config["CACHE_DIR"]))
+    from acceleron.cache import owned_by_current_user
+
     folder = options.compile_cache_dir()
     if folder is None or not hasattr(openvino.properties, "cache_mode"):
         return None
@@ -284,6 +287,11 @@ def _prepare_cache(options: OpenVINOOptions, config: dict[str, Any]) -> Path | N
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         logger.info("acceleron[ov]: no compiled-model cache (%s is not writable: %s)", folder, error)
+        return None
+    # OpenVINO replaces stale blobs in place: in a folder of another user that fails ("cannot remove:
+    # Permission denied") and breaks the load, so such a folder is not used at all.
+    if not owned_by_current_user(folder) or not os.access(folder, os.W_OK):
+        logger.info("acceleron[ov]: no compiled-model cache (%s belongs to another user or is read-only)", folder)
         return None
     config["CACHE_DIR"] = str(folder)
     config.setdefault("CACHE_MODE", "OPTIMIZE_SIZE")

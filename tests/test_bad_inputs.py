@@ -236,7 +236,16 @@ def test_cli_cache_list_survives_a_malformed_manifest(tmp_path: Path) -> None:
 
     entry = tmp_path / "cache" / "0123456789abcdef"
     entry.mkdir(parents=True)
-    manifest = {"backend": "torch", "task": "text-classification", "files": ["x"], "validation": "yes", "source": 1}
+    # acceleron's own manifest (its key and format), with fields of the wrong types
+    manifest = {
+        "key": "0123456789abcdef",
+        "format_version": 1,
+        "backend": "torch",
+        "task": "text-classification",
+        "files": ["x"],
+        "validation": "yes",
+        "source": 1,
+    }
     (entry / MANIFEST_NAME).write_text(json.dumps(manifest))
     env = {"ACCELERON_CACHE_DIR": str(tmp_path / "cache")}
     listing = acceleron("cache", "list", env=env)

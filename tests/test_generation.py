@@ -177,3 +177,44 @@ def test_each_step_feeds_only_new_tokens(llama_folder: Path) -> None:
         (1, length + 1, length + 2),
         (1, length + 2, length + 3),
     ]
+
+
+def test_a_long_prompt_runs_in_chunks_with_the_same_tokens(llama_folder: Path) -> None:
+    """Chunked prefill (here 3 tokens a step) generates what one step does, and what PyTorch does."""
+    model = OptimizedModel.from_pretrained(llama_folder, accelerator="torch", task="text-generation")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(llama_folder)
+    inputs = tokenizer(
+        ["what is the capital of france? the movie was great fun", "paris"],
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+    )
+    settings = {"max_new_tokens": 12, "min_new_tokens": 12, "do_sample": False}
+    whole = model.generate(**inputs, **settings)
+    steps: list[int] = []
+    forward = model.session._forward
+
+    def spy(flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        steps.append(flat["input_ids"].shape[1])
+        return forward(flat)
+
+    model.session._forward = spy  # type: ignore[method-assign]
+    model.prefill_chunk = 3
+    chunked = model.generate(**inputs, **settings)
+    length = inputs["input_ids"].shape[1]
+    assert steps[: -(12 - 1)] == [3] * (length // 3) + ([length % 3] if length % 3 else [])
+    assert torch.equal(chunked, whole)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(llama_folder, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        assert torch.equal(chunked, reference.generate(**inputs, **settings))
+
+
+def test_logits_to_keep_keeps_only_the_last_positions(llama_folder: Path) -> None:
+    model = OptimizedModel.from_pretrained(llama_folder, accelerator="torch", task="text-generation")
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
+    full = model(input_ids=ids).logits
+    model.prefill_chunk = 2
+    assert torch.allclose(model(input_ids=ids).logits, full, atol=1e-5)
+    last = model(input_ids=ids, logits_to_keep=1).logits
+    assert last.shape == (1, 1, full.shape[-1])
+    assert torch.allclose(last, full[:, -1:], atol=1e-5)

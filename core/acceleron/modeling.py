@@ -312,6 +312,9 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
     """
 
     kinds = (CausalLM,)
+    #: The most prompt tokens one step runs (see :meth:`forward`): attention then spans 512 x n scores
+    #: instead of n x n for an n-token prompt; shorter prompts run in one step as before.
+    prefill_chunk: int = 512
     _is_stateful = False
     _supports_cache_class = True
 
@@ -360,13 +363,16 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
             attention_mask = torch.ones(
                 input_ids.shape[0], past_length + input_ids.shape[1], dtype=torch.long, device=input_ids.device
             )
-        return {
+        inputs = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "position_ids": kv_cache.position_ids_for(attention_mask, input_ids.shape[1]),
             "past_key_values": past_key_values,
             "use_cache": True,
         }
+        if "logits_to_keep" in kwargs:
+            inputs["logits_to_keep"] = kwargs["logits_to_keep"]
+        return inputs
 
     def forward(  # type: ignore[override]
         self,
@@ -375,9 +381,16 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
         position_ids: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool = True,
+        logits_to_keep: int = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """One step: run the backend on the new tokens and the cache; returns logits and the new cache."""
+        """Run the backend on the new tokens and the cache; returns logits and the new cache.
+
+        A long prompt runs in steps of at most :attr:`prefill_chunk` tokens, each with the cache of the
+        ones before: the same result as one step, without the memory of attention over the whole prompt
+        at once (quadratic in its length on runtimes without a fused attention kernel). ``logits_to_keep``
+        (``generate()`` passes 1) keeps only the last positions' logits; 0 keeps all.
+        """
         batch, length = input_ids.shape
         past = kv_cache.to_flat(past_key_values, self.layout, batch, self.cache_dtype)
         past_length = next(iter(past.values())).shape[2] if past else 0
@@ -385,15 +398,28 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
             attention_mask = torch.ones(batch, past_length + length, dtype=torch.long)
         if position_ids is None:
             position_ids = kv_cache.position_ids_for(attention_mask, length)
-        flat = {
-            "input_ids": input_ids.long(),
-            "attention_mask": attention_mask.long(),
-            "position_ids": position_ids.long(),
-            **past,
-        }
-        outputs = self._forward_on_session(self.task.kind.prepare_inputs(flat, self.session.input_names))
+        first_kept = length - logits_to_keep if 0 < logits_to_keep < length else 0
+        chunk = max(1, int(self.prefill_chunk))
+        logits: list[torch.Tensor] = []
+        outputs: dict[str, torch.Tensor] = {}
+        for start in range(0, length, chunk):
+            end = min(start + chunk, length)
+            flat = {
+                "input_ids": input_ids[:, start:end].long(),
+                "attention_mask": attention_mask[:, : past_length + end].long(),
+                "position_ids": position_ids[:, start:end].long(),
+                **past,
+            }
+            outputs = self._forward_on_session(self.task.kind.prepare_inputs(flat, self.session.input_names))
+            if end > first_kept:
+                logits.append(outputs["logits"][:, max(first_kept - start, 0) :])
+            if end < length:  # the next chunk attends to everything so far
+                past = {
+                    past_name: outputs[present_name]
+                    for past_name, present_name in zip(self.layout.past_names, self.layout.present_names)
+                }
         return CausalLMOutputWithPast(
-            logits=outputs["logits"],
+            logits=logits[0] if len(logits) == 1 else torch.cat(logits, dim=1),
             past_key_values=kv_cache.from_flat(outputs, self.layout, self.config) if use_cache else None,
         )
 

@@ -42,6 +42,7 @@ _LAZY = {
     "ExportError": "acceleron.errors",
     "ValidationError": "acceleron.errors",
     "CacheError": "acceleron.errors",
+    "RowError": "acceleron.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
         InvalidInputError,
         InvalidOptionError,
         PluginLoadError,
+        RowError,
         TaskNotSupportedError,
         UnknownBackendError,
         ValidationError,

@@ -72,6 +72,8 @@ def test_every_row_comes_back_in_order_with_its_result_or_error(
     assert table.column("label").null_count == 3
     assert summary is not None
     assert (summary["rows_in"], summary["rows_out"], summary["failed"], summary["skipped"]) == (7, 7, 3, 0)
+    assert 0 <= summary["first_output_seconds"] <= summary["run_seconds"]
+    assert summary["steady_rows_per_s"] > 0  # three batches: two after the first
     assert "row 1 failed (kept): column 'text' is null" in err and "rows, 3 failed" in err
     assert not list(tmp_path.glob(".out.parquet.*"))  # no temporary file left behind
 

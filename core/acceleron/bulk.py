@@ -379,7 +379,7 @@ class PipelinePredictor:
 
     Calling it on a batch (``pyarrow.Table``, ``pandas.DataFrame`` or a dict of numpy arrays)
     returns the batch in the same format with the task's output columns added (see
-    :func:`output_columns`) and, with ``on_error="null"``, an ``error_column``.
+    :func:`task_outputs`) and, with ``on_error="null"``, an ``error_column``.
 
     :param input_column: the column holding the inputs (texts; image paths or bytes; audio paths).
     :param output_columns: renames output columns, e.g. ``{"label": "sentiment"}``.
@@ -465,7 +465,8 @@ class PipelinePredictor:
     def __call__(self, batch: Any) -> Any:
         """The batch plus the output columns (and the error column with ``on_error="null"``)."""
         frame = _Batch.wrap(batch)
-        clashes = sorted({*self.outputs.names, self.error_column} & set(frame.column_names) - {READ_ERROR_COLUMN})
+        added_names = {*self.outputs.names, *([self.error_column] if self.on_error == "null" else [])}
+        clashes = sorted(added_names & set(frame.column_names))
         if clashes:
             raise InvalidOptionError(
                 f"the batch already has columns {clashes}, which the results would overwrite; rename them "

@@ -306,7 +306,13 @@ class Progress:
 
 
 def run_file(settings: JobSettings, input_path: Path, output_path: Path) -> dict[str, Any]:
-    """Run the job over ``input_path`` into ``output_path`` (Parquet); returns a summary (rows, failures, timings)."""
+    """Run the job over ``input_path`` into ``output_path`` (Parquet); returns a summary (rows, failures, timings).
+
+    Timings: ``prepare_seconds`` (finding or exporting the model), ``run_seconds`` (the rest: loading
+    it in each worker, starting Ray, every row) with ``rows_per_s`` over it, ``first_output_seconds``
+    (until the first batch of results) and ``steady_rows_per_s`` (the rows after that one, over the
+    time after it: the throughput once every worker runs).
+    """
     started = time.perf_counter()
     input_column = check_settings(
         _task_of(settings),
@@ -344,6 +350,8 @@ def run_file(settings: JobSettings, input_path: Path, output_path: Path) -> dict
     try:
         for table in results:
             output.write(_settle(table, settings, state, progress))
+            if "first_output" not in state:  # start-up (model loads, Ray actors) ends with the first batch
+                state["first_output"] = (time.perf_counter(), state["rows_in"])
         output.commit()
     except BaseException:
         output.discard()
@@ -355,6 +363,8 @@ def run_file(settings: JobSettings, input_path: Path, output_path: Path) -> dict
         progress.note(f"... and {state['failed'] - state['reported']:,} more failed rows")
     finished = time.perf_counter()
     run_seconds = finished - started - prepared_seconds
+    first_at, first_rows = state.get("first_output", (finished, state["rows_in"]))
+    steady = (state["rows_in"] - first_rows) / (finished - first_at) if finished > first_at else None
     return {
         "output": str(output_path.resolve()),
         "rows_in": state["rows_in"],
@@ -373,6 +383,8 @@ def run_file(settings: JobSettings, input_path: Path, output_path: Path) -> dict
         "run_seconds": round(run_seconds, 3),
         "seconds": round(finished - started, 3),
         "rows_per_s": round(state["rows_in"] / run_seconds, 1) if run_seconds > 0 else None,
+        "first_output_seconds": round(first_at - started - prepared_seconds, 3),
+        "steady_rows_per_s": round(steady, 1) if steady else None,
     }
 
 

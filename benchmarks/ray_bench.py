@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# TOKENIZERS_PARALLELISM is left to each run: `acceleron run --threads N` gives the tokenizer N threads.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: (name, extra ``acceleron run`` arguments); the first is the reference.

@@ -449,9 +449,12 @@ class PipelinePredictor:
         self.normalize = normalize
         if num_threads is not None:
             load["accelerator_options"] = {**load["accelerator_options"], "num_threads": num_threads}
-            # One thread per actor means one for tokenisation too; the torch ops around the model
-            # (pooling, softmax) follow the same budget.
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            # The thread budget covers tokenisation (its pool would take every core) and the torch
+            # ops around the model (pooling, softmax) too.
+            if num_threads == 1:
+                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            else:
+                os.environ.setdefault("RAYON_NUM_THREADS", str(num_threads))
             import torch
 
             torch.set_num_threads(num_threads)

@@ -7,6 +7,7 @@ Sessions:
   reliability     tests/reliability: SIGKILLs during exports, cache damage, concurrency (tiny models)
   lint, types     ruff and mypy
   packaging       build every wheel; a fresh venv installs 'acceleron[<extra>]' from them
+  ray             acceleron[ray]: bulk runs over tables, and Ray Data on a local two-CPU Ray (tiny models)
   demo, bench     the demo and the benchmark on real models (see README)
 """
 
@@ -33,7 +34,15 @@ REAL_MODEL_DEPS = ("gguf", "accelerate")
 REAL_IPEX = ("torch==2.8.0", "intel-extension-for-pytorch==2.8.0")
 ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-nox.options.sessions = ["lint", "types", "tests", *(f"plugin-{name}" for name in PLUGINS), "all", "reliability"]
+nox.options.sessions = [
+    "lint",
+    "types",
+    "tests",
+    *(f"plugin-{name}" for name in PLUGINS),
+    "all",
+    "reliability",
+    "ray",
+]
 #: The reliability suite has its own session (minutes of subprocesses); the others skip it.
 SKIP_RELIABILITY = f"--ignore={ROOT / 'tests' / 'reliability'}"
 nox.options.reuse_existing_virtualenvs = False
@@ -79,6 +88,15 @@ def all_plugins(session: nox.Session) -> None:
     session.run("pytest", "tests", SKIP_RELIABILITY, *session.posargs, env=ENV)
     for name in PLUGINS:  # one run each: plugin test folders share module names (conftest, test_real_models)
         session.run("pytest", str(ROOT / "plugins" / name / "tests"), *session.posargs, env=ENV)
+
+
+@nox.session(name="ray")
+def ray_session(session: nox.Session) -> None:
+    """acceleron[ray]: the bulk predictor and `acceleron run --input`, then Ray Data on a local Ray (num_cpus=2)."""
+    test_plugins = [arg for path in TEST_PLUGINS for arg in ("-e", path)]
+    session.install(*CONSTRAINTS, "-e", f"{ROOT}[ray]", *TEST_DEPS, *test_plugins)
+    tests = ("tests/test_bulk.py", "tests/test_bulk_cli.py", "tests/test_ray.py")
+    session.run("pytest", *(str(ROOT / path) for path in tests), *session.posargs, env=ENV)
 
 
 @nox.session

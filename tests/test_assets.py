@@ -8,7 +8,10 @@ only with ``ACCELERON_REAL_MODELS=1``::
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +59,31 @@ def test_split_examples_is_deterministic_and_order_independent() -> None:
     assert (len(train), len(heldout)) == (80, 20)
     assert assets.split_examples(list(reversed(examples))) == (train, heldout)
     assert sorted(train + heldout) == sorted(examples)
+
+
+def _fake_sdist(folder: Path, files: dict[str, bytes]) -> Path:
+    """An sdist laid out as vaderSentiment's: the resources archive nested inside."""
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"hutto_ICWSM_2014/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    sdist = folder / "vaderSentiment-3.3.2.tar.gz"
+    with tarfile.open(sdist, mode="w:gz") as outer:
+        info = tarfile.TarInfo(f"vaderSentiment-3.3.2/{assets.VADER_RESOURCES_ARCHIVE}")
+        info.size = len(inner.getvalue())
+        outer.addfile(info, io.BytesIO(inner.getvalue()))
+    return sdist
+
+
+def test_all_four_rated_files_come_out_of_the_nested_archive(tmp_path: Path) -> None:
+    files = {name: f"1\t0.5\t{name}\n".encode() for name in assets.RATED_FILES}
+    sdist = _fake_sdist(tmp_path, {**files, "vader_sentiment_lexicon.txt": b"not wanted"})
+    assert assets._extract_rated_files(sdist, assets.RATED_FILES) == files
+    partial = _fake_sdist(tmp_path, {assets.MOVIE_FILE: b"1\t0.5\tonly movies\n"})
+    with pytest.raises(RuntimeError, match="tweets_GroundTruth.txt"):
+        assets._extract_rated_files(partial, assets.RATED_FILES)
 
 
 def test_cache_root_honours_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("torch", "transformers", "onnxruntime", "openvino")
+HEAVY = ("torch", "transformers", "onnxruntime", "openvino", "ray")
 
 
 def acceleron(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

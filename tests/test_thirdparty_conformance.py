@@ -80,3 +80,22 @@ def test_a_code_artifact_in_a_model_folder_runs_only_when_trusted(
     assert opened == []
     trusted = OptimizedModel.from_pretrained(saved, accelerator="jit", trust_remote_code=True)
     assert opened == [str(trusted.artifact)]
+
+
+def test_an_export_in_the_cache_is_trusted_when_loaded_as_a_folder(tmp_path: Path) -> None:
+    """Bulk workers load the driver's export from its cache entry: acceleron wrote it, so it runs."""
+    from acceleron import OptimizedModel
+    from acceleron.cache import ExportCache
+    from acceleron.errors import UntrustedArtifactError
+    from acceleron.testing import build_tiny_model
+
+    cache = ExportCache(tmp_path / "cache")
+    folder = build_tiny_model("text-classification", tmp_path / "bert")
+    exported = OptimizedModel.from_pretrained(folder, accelerator="jit", export_cache=cache)
+    entry = exported.artifact.parent
+    again = OptimizedModel.from_pretrained(entry, accelerator="jit", export=False, export_cache=cache)
+    assert again.artifact == exported.artifact
+    copy = tmp_path / "copied-elsewhere"
+    exported.save_pretrained(copy)
+    with pytest.raises(UntrustedArtifactError):
+        OptimizedModel.from_pretrained(copy, accelerator="jit", export=False, export_cache=cache)

@@ -143,6 +143,14 @@ def _check_file_name(file_name: str, source: ModelSource) -> None:
         check_inside(path, source.path, f"file_name={file_name!r}:")
 
 
+def _own_export(folder: Path, export_cache: ExportCache | str | os.PathLike[str] | None) -> bool:
+    """Whether ``folder`` is an intact entry of the export cache: an artifact acceleron wrote itself."""
+    cache = export_cache if isinstance(export_cache, ExportCache) else ExportCache(export_cache)
+    if folder.resolve().parent != cache.root.resolve():
+        return False
+    return cache.lookup(folder.name) is not None
+
+
 def load_config(folder: Path, trust_remote_code: bool) -> PretrainedConfig:
     from transformers import AutoConfig
 
@@ -198,7 +206,7 @@ def load_parts(
     artifact = None if export else backend.find_artifact(source.path, file_name)
     session: Session | None = None
     if artifact is not None:
-        if backend.artifact_runs_code and not trust_remote_code:
+        if backend.artifact_runs_code and not trust_remote_code and not _own_export(source.path, export_cache):
             raise UntrustedArtifactError(
                 f"{artifact} is a {backend.name} artifact, and loading it runs the code it holds. Pass "
                 f"trust_remote_code=True if you trust {source}, or export=True to export it again from the weights."

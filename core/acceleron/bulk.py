@@ -127,46 +127,29 @@ def prepare_model(
     ``accelerator_options`` may carry runtime options (``num_threads``, ...); they are passed on
     to the workers, which may override them.
     """
-    from acceleron.cache import ExportCache, read_manifest
-    from acceleron.exporting import export_to_cache
-    from acceleron.loading import task_of
+    from acceleron.loading import locate
     from acceleron.router import _normalize_dtype
-    from acceleron.selection import resolve_backend
-    from acceleron.sources import resolve_source
 
     options: dict[str, Any] = dict(accelerator_options or {})
     if (dtype_name := _normalize_dtype(dtype)) is not None:
         options["dtype"] = dtype_name
-    source = resolve_source(model, revision=revision, token=token)
-    spec = task_of(source, task)
-    backend = resolve_backend(accelerator, spec.name)
-    parsed = backend.parse_options(options)
-    artifact = backend.find_artifact(source.path, source.file_name)
-    exported = False
-    file_name: str | None
-    if artifact is not None:
-        folder = source.path
-        file_name = _relative(artifact, folder)
-        manifest = read_manifest(folder) or {}
-        in_cache = False
-    else:
-        cache = export_cache if isinstance(export_cache, ExportCache) else ExportCache(export_cache)
-        entry, session = export_to_cache(
-            backend,
-            source,
-            spec,
-            parsed,
-            cache=cache,
-            trust_remote_code=trust_remote_code,
-            validate=validate,
-            strict=strict,
-        )
-        exported = session is not None  # a session comes back only from the call that built the entry
-        del session  # the workers load their own; this one was only needed to validate the export
-        folder = entry.path
-        file_name = str(entry.manifest["artifact"])
-        manifest = entry.manifest
-        in_cache = True
+    located = locate(
+        model,
+        accelerator=accelerator,
+        task=task,
+        options=options,
+        revision=revision,
+        token=token,
+        trust_remote_code=trust_remote_code,
+        export_cache=export_cache,
+        validate=validate,
+        strict=strict,
+    )
+    backend, spec, manifest, folder = located.backend, located.task, located.manifest, located.folder
+    file_name: str | None = _relative(located.artifact, folder)
+    in_cache = manifest.get("key") == folder.name  # only the export cache's entries record their key
+    exported = located.session is not None  # a session comes back only from the call that built the entry
+    del located  # the workers load their own session; this one was only needed to validate the export
     if manifest.get("options"):
         # The artifact fixes what it was made with (a bf16 export stays bf16); workers get the same.
         options.update({k: v for k, v in manifest["options"].items() if k == "dtype" and v is not None})

@@ -164,7 +164,22 @@ def load_config(folder: Path, trust_remote_code: bool) -> PretrainedConfig:
     return config
 
 
-def load_parts(
+@dataclass
+class Located:
+    """Where a model's artifact is, found in its folder or exported now (see :func:`locate`)."""
+
+    backend: Backend
+    task: TaskSpec
+    options: Options
+    artifact: Path
+    #: The folder holding the artifact, its config and preprocessors (the model's, or a cache entry).
+    folder: Path
+    manifest: dict[str, Any]
+    #: The validated session when this call exported the artifact (so it is not compiled again), else None.
+    session: Session | None
+
+
+def locate(
     model_id_or_path: str | os.PathLike[str],
     *,
     accelerator: str | Backend | None = None,
@@ -181,8 +196,8 @@ def load_parts(
     export_cache: ExportCache | str | os.PathLike[str] | None = None,
     validate: bool = True,
     strict: bool = False,
-) -> LoadedParts:
-    """Resolve the source, the task and the backend, find or export the artifact, load its session once.
+) -> Located:
+    """Resolve the source, the task and the backend, then find the artifact in the folder or export it.
 
     See :meth:`acceleron.OptimizedModel.from_pretrained` for the arguments.
     """
@@ -236,6 +251,22 @@ def load_parts(
         artifact = entry.path / entry.manifest["artifact"]
         manifest = entry.manifest
         preprocessor_dir = entry.path
+    return Located(backend, spec, parsed, artifact, preprocessor_dir, dict(manifest), session)
+
+
+def load_parts(
+    model_id_or_path: str | os.PathLike[str],
+    *,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> LoadedParts:
+    """:func:`locate` the artifact, then load its session once (unless exporting just made it) and config.
+
+    See :meth:`acceleron.OptimizedModel.from_pretrained` for the arguments.
+    """
+    located = locate(model_id_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    backend, spec, parsed, artifact = located.backend, located.task, located.options, located.artifact
+    preprocessor_dir, manifest, session = located.folder, located.manifest, located.session
     config = load_config(preprocessor_dir, trust_remote_code)
     if session is None:
         try:

@@ -1,0 +1,158 @@
+"""Do runtimes in one process slow each other? Spinning threads on and off, measured in fresh processes.
+
+A user may hold an acceleron ONNX Runtime pipeline and a stock PyTorch pipeline in one process. ONNX
+Runtime's intra-op threads spin (busy-wait) for a while after each run before they sleep, and
+PyTorch's OpenMP threads may do the same; a spinning pool takes cores the other runtime wants.
+
+Each trial is a fresh process that measures one runtime (the "measured" one) on the sentiment
+classifier, first alone, then again after a second runtime has been built and run once and left
+idle in the same process. The ratio after/before, from the same process, is the figure that
+matters; processes make the trials independent. Trials of all settings are interleaved.
+
+Settings (``--settings``, comma separated; default all):
+
+* ``torch|ort:default``: stock PyTorch measured, an idle acceleron ORT pipeline beside it, ORT's
+  default spinning;
+* ``torch|ort:spin-off``: the same with ``session.intra_op.allow_spinning=0``;
+* ``ort|torch:default``: acceleron ORT measured, an idle stock PyTorch pipeline beside it;
+* ``ort|torch:omp-passive``: the same with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep at once);
+* ``ort-alone:default`` and ``ort-alone:spin-off``: ORT's own throughput and single-sentence
+  latency with spinning on and off (what turning it off costs ORT).
+
+Run: ``python benchmarks/coexist.py [--trials 3] [--sentences 256] [--threads 2] [--out coexist.json]``
+(needs acceleron-ort and the real models of ``acceleron.testing.assets``). Timings are process
+CPU time and wall time; nothing here is asserted in a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SETTINGS = (
+    "torch|ort:default",
+    "torch|ort:spin-off",
+    "ort|torch:default",
+    "ort|torch:omp-passive",
+    "ort-alone:default",
+    "ort-alone:spin-off",
+)
+
+
+def _rate(pipe: Any, sentences: list[str], rounds: int = 3) -> dict[str, float]:
+    """Median sentences per second (wall) and CPU milliseconds per sentence over ``rounds`` passes."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        pipe(sentences, batch_size=32)
+        walls.append(len(sentences) / (time.perf_counter() - wall))
+        cpus.append(1000 * (time.process_time() - cpu) / len(sentences))
+    return {"sentences_per_s": statistics.median(walls), "cpu_ms_per_sentence": statistics.median(cpus)}
+
+
+def _latency_ms(pipe: Any, sentences: list[str]) -> float:
+    times = []
+    for sentence in sentences:
+        started = time.perf_counter()
+        pipe(sentence)
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+def trial(setting: str, count: int, threads: int) -> dict[str, Any]:
+    """One setting in this (fresh) process."""
+    import torch
+    import transformers
+
+    from acceleron import pipeline
+    from acceleron.testing import assets
+
+    torch.set_num_threads(threads)
+    folder = str(assets.sentiment_model_path())
+    sentences = [text for text, _ in assets.heldout_sentences(count)]
+    pair, _, variant = setting.partition(":")
+    session_options = {"session.intra_op.allow_spinning": "0"} if variant == "spin-off" else {}
+
+    def ort_pipe() -> Any:
+        options = {"num_threads": threads, "session_options": session_options}
+        return pipeline("text-classification", folder, accelerator="ort", accelerator_options=options)
+
+    def stock_pipe() -> Any:
+        return transformers.pipeline("text-classification", model=folder, device="cpu")
+
+    if pair == "ort-alone":
+        ort = ort_pipe()
+        _rate(ort, sentences, rounds=1)  # warm-up
+        return {**_rate(ort, sentences), "latency_ms": _latency_ms(ort, sentences[:100])}
+    measured_name, _, idle_name = pair.partition("|")
+    build = {"torch": stock_pipe, "ort": ort_pipe}
+    measured = build[measured_name]()
+    _rate(measured, sentences, rounds=1)  # warm-up
+    before = _rate(measured, sentences)
+    idle = build[idle_name]()
+    idle(sentences[:32], batch_size=32)  # runs once, then stays idle in this process
+    after = _rate(measured, sentences)
+    return {
+        "before": before,
+        "after": after,
+        "ratio": after["sentences_per_s"] / before["sentences_per_s"],
+        "cpu_ratio": after["cpu_ms_per_sentence"] / before["cpu_ms_per_sentence"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--sentences", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--out", type=Path, default=Path("coexist.json"))
+    parser.add_argument("--trial", help=argparse.SUPPRESS)  # internal: run one setting in this process
+    args = parser.parse_args(argv)
+    if args.trial:
+        print(json.dumps(trial(args.trial, args.sentences, args.threads)))
+        return 0
+    settings = args.settings.split(",")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown or min(args.trials, args.sentences, args.threads) < 1:
+        parser.error(f"unknown settings {unknown} (known: {', '.join(SETTINGS)}) or a count below 1")
+    results: dict[str, list[dict[str, Any]]] = {setting: [] for setting in settings}
+    for number in range(args.trials):
+        for setting in settings:
+            print(f"trial {number + 1}/{args.trials}: {setting} ...", file=sys.stderr, flush=True)
+            env = dict(os.environ)
+            if setting.endswith(":omp-passive"):
+                env["OMP_WAIT_POLICY"] = "PASSIVE"
+            command = [sys.executable, __file__, "--trial", setting]
+            command += ["--sentences", str(args.sentences), "--threads", str(args.threads)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"{setting} failed:\n{done.stderr[-3000:]}")
+            results[setting].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    report = {"settings": vars(args) | {"out": str(args.out)}, "results": results}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'setting':<24}{'after/before':>14}{'cpu after/before':>18}{'sent/s':>9}{'latency ms':>12}")
+    for setting, trials in results.items():
+        if "ratio" in trials[0]:
+            ratios = ", ".join(f"{t['ratio']:.2f}" for t in trials)
+            cpu = ", ".join(f"{t['cpu_ratio']:.2f}" for t in trials)
+            print(f"{setting:<24}{ratios:>14}{cpu:>18}")
+        else:
+            rates = statistics.median(t["sentences_per_s"] for t in trials)
+            latency = statistics.median(t["latency_ms"] for t in trials)
+            print(f"{setting:<24}{'':>14}{'':>18}{rates:>9.1f}{latency:>12.2f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,9 @@
 
 The router never patches transformers: it loads an :class:`~acceleron.OptimizedModel` through the
 chosen backend and passes that instance to the stock ``transformers.pipeline(...)``, which does
-the pre- and post-processing exactly as it does for PyTorch models.
+the pre- and post-processing exactly as it does for PyTorch models. For a task the installed
+transformers has no pipeline for any more (question-answering in transformers 5), it builds
+acceleron's own pipeline class for the task instead (see :mod:`acceleron.pipelines`).
 """
 
 from __future__ import annotations
@@ -258,6 +260,11 @@ def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **
     import transformers
     from transformers.pipelines import check_task
 
+    from acceleron.pipelines import replacement_pipeline
+
+    replacement = replacement_pipeline(task)
+    if replacement is not None:
+        return _build_replacement(task, model, kwargs.pop("pipeline_class", None) or replacement, **kwargs)
     if kwargs.get("pipeline_class") is None and length_sorted:
         from acceleron.fast_pipelines import FAST_PIPELINES
 
@@ -283,3 +290,56 @@ def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **
     _install_log_filter()
     build: Any = transformers.pipeline  # its overloads want a PreTrainedModel; ours quacks like one
     return build(task=task, model=model, device=model.device, **kwargs)
+
+
+#: Pipeline components -> the transformers Auto class that loads each from a folder.
+_COMPONENT_LOADERS = {
+    "tokenizer": "AutoTokenizer",
+    "feature_extractor": "AutoFeatureExtractor",
+    "image_processor": "AutoImageProcessor",
+    "video_processor": "AutoVideoProcessor",
+    "processor": "AutoProcessor",
+}
+
+
+def _build_replacement(
+    task: str,
+    model: OptimizedModel,
+    pipeline_class: Any,
+    *,
+    config: Any = None,
+    use_fast: bool = True,
+    token: str | bool | None = None,
+    trust_remote_code: bool | None = None,
+    **kwargs: Any,
+) -> Pipeline:
+    """Build acceleron's class for a task the installed transformers has no pipeline for (see
+    :mod:`acceleron.pipelines`).
+
+    ``transformers.pipeline()`` refuses such a task before it looks at ``pipeline_class``, so the class
+    is built here: each component its ``_load_*`` flag asks for (True: needed, None: if the folder has
+    one) is loaded from the folder holding the model's preprocessors unless passed; ``config`` is the
+    loaded model's own.
+    """
+    import transformers
+
+    for component, loader in _COMPONENT_LOADERS.items():
+        given = kwargs.pop(component, None)
+        wanted = getattr(pipeline_class, f"_load_{component}", None)
+        if given is None and wanted is False:
+            continue
+        if given is None or isinstance(given, (str, os.PathLike)):
+            source = model.name_or_path if given is None else os.fspath(given)
+            options: dict[str, Any] = {"token": token, "trust_remote_code": bool(trust_remote_code)}
+            if component == "tokenizer":
+                options["use_fast"] = use_fast
+            try:
+                given = getattr(transformers, loader).from_pretrained(source, **options)
+            except (OSError, ValueError):
+                if wanted:
+                    raise
+                given = None  # optional for this pipeline
+        if given is not None:
+            kwargs[component] = given
+    built: Pipeline = pipeline_class(model=model, task=task, device=model.device, **kwargs)
+    return built

@@ -149,8 +149,8 @@ def test_token_spans_are_structs(tmp_path: Path) -> None:
 
 
 def test_question_answering_is_refused_up_front(tmp_path: Path) -> None:
-    """transformers 5 has no question-answering pipeline: say so before loading anything."""
-    with pytest.raises(TaskNotSupportedError, match="no question-answering pipeline"):
+    """question-answering rows hold two texts, which one input column cannot give: say so before loading anything."""
+    with pytest.raises(TaskNotSupportedError, match="needs a question and a context"):
         PipelinePredictor(tmp_path, "question-answering", accelerator="torch")
 
 

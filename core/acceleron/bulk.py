@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ON_ERROR = ("null", "skip", "raise")
-#: Tasks acceleron's models serve but transformers has no pipeline for (since the version named).
-_NO_PIPELINE = {"question-answering": "5"}
+#: Tasks whose rows are not one text each: bulk inference over a single column cannot feed them.
+_NOT_ONE_COLUMN = {"question-answering": "a question and a context"}
 POOLING = ("mean", "cls", "none")
 #: Default rows handed to a worker at once (a Ray batch); the pipeline batches them by ``batch_size``.
 ROWS_PER_BATCH = 512
@@ -334,10 +334,10 @@ def check_settings(
 ) -> str:
     """Validate a job's settings (on the driver, before any worker starts); returns the input column."""
     name = get_task(task).name
-    if name in _NO_PIPELINE:
+    if name in _NOT_ONE_COLUMN:
         raise TaskNotSupportedError(
-            f"transformers {_NO_PIPELINE[name]} has no {name} pipeline, so bulk inference cannot run it; "
-            "call the model (acceleron.OptimizedModel) on your batches instead."
+            f"bulk inference reads one text column per row, but {name} needs {_NOT_ONE_COLUMN[name]}; "
+            f"call acceleron.pipeline({name!r}, ...) on your rows instead."
         )
     if on_error not in ON_ERROR:
         raise InvalidOptionError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")

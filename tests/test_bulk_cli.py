@@ -194,3 +194,26 @@ def test_the_export_runs_once_and_later_jobs_reuse_it(
     assert (first["exported"], second["exported"]) == (True, False)
     assert first["model_folder"] == second["model_folder"]
     assert pq.read_table(tmp_path / "a.parquet").equals(pq.read_table(tmp_path / "b.parquet"))
+
+
+def test_stdout_holds_only_the_summary_when_the_job_prints(
+    capsys: pytest.CaptureFixture[str],
+    tiny_classifier: Path,
+    reviews: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A library printing to stdout during the job (as Ray does with its raylet notes) lands on stderr."""
+    import acceleron.tables
+
+    real = acceleron.tables.run_file
+
+    def noisy(*args: Any, **kwargs: Any) -> Any:
+        print("(raylet) a note from a library")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(acceleron.tables, "run_file", noisy)
+    code, summary, err = run(capsys, *common(tiny_classifier, reviews, tmp_path / "out.parquet"))
+    assert code == 0, err
+    assert summary is not None and summary["rows_in"] == len(TEXTS)
+    assert "(raylet) a note from a library" in err

@@ -8,6 +8,7 @@ traceback; ``--debug`` shows the traceback too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import platform
@@ -321,8 +322,12 @@ def _run_table(args: argparse.Namespace) -> int:
         ray_address=args.ray,
         model_dir=str(args.model_dir) if args.model_dir is not None else None,
     )
-    summary = run_file(settings, args.input, args.output)
-    print(json.dumps(summary, indent=2))
+    # stdout carries the JSON summary and nothing else: whatever the job's libraries print meanwhile
+    # (Ray prints its workers' and raylet's notes to stdout) goes to stderr.
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = run_file(settings, args.input, args.output)
+    print(json.dumps(summary, indent=2), file=stdout)
     return 0
 
 

@@ -461,6 +461,9 @@ def _run_on_ray(
             address=None if settings.ray_address == "local" else settings.ray_address,
             include_dashboard=False,
             logging_level=logging.WARNING,
+            # Ray copies its workers' and raylet's log lines into this process's stdout, where the CLI
+            # writes its JSON summary; a worker's failure reaches us as an exception anyway.
+            log_to_driver=False,
         )
     context = ray.data.DataContext.get_current()
     saved = (context.execution_options.preserve_order, context.enable_progress_bars)

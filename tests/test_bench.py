@@ -59,6 +59,7 @@ def _run_classification(argv: list[str], out: Path) -> ClassificationRun:
 
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as table:
         patch.setattr(bench, "_summarise", spy)
+        patch.setenv("ACCELERON_CACHE_DIR", str(out / "export-cache"))  # as conftest's per-test fixture does
         assert bench.main([*argv, "--out", str(out)]) == 0
     return ClassificationRun(out, table.getvalue(), seen)
 

@@ -6,7 +6,9 @@ model and synthetic sentences (used by the tests: it checks the output, never th
 Per variant (backend x dtype) it measures, with the thread count fixed and reported:
 
 * cold start (first ``pipeline()``, export included, into an empty export cache) and warm start
-  (a second ``pipeline()`` served from that cache), Python imports excluded;
+  (a second ``pipeline()`` served from that cache); torch, transformers, acceleron, the
+  backend's runtime modules and the model's code are imported before (what a backend imports
+  lazily on its first load, such as an exporter, is part of its cold start);
 * throughput of the pipeline over N sentences at ``batch_size`` and of the runtime alone on the
   batches acceleron's pipeline forms (length-sorted, pre-tokenised; the ratio is the pipeline's
   own overhead);
@@ -32,39 +34,66 @@ to ``max_new_tokens``, so every run generates the same count) on chat-formatted 
 * token agreement with the reference: the share of generated tokens before the first one that
   differs from the reference's, averaged over the sequences, and the count of identical sequences.
 
-A variant whose ``pipeline()`` (or generation) raises for text-generation is skipped and listed.
+A variant whose ``pipeline()`` (or generation) raises for text-generation is skipped and listed;
+the reference's failure ends the run.
 
-Timed runs are repeated and interleaved across variants after one warm-up; medians are reported
-with min and max. Output: a table on the terminal, a JSON file and a PNG chart per workload
-(``bench.json``/``bench.png`` for classification, ``generation.json``/``generation.png``).
+Each variant lives in its own worker process for the whole run (``bench.py --worker``, steps and
+figures pickled over its stdin and stdout); this process only orchestrates. The workers start
+together and import their runtime (untimed), then, one variant at a time, build their pipelines
+(cold and warm start) and take the warm-up outputs the agreement figures come from. Timed runs
+are repeated and interleaved across variants after that warm-up: each round asks every variant
+in turn for one timed run, so only one worker is busy at any moment while the others sit idle,
+blocked on their pipe, their runtime's threads (an ONNX Runtime session's spinning intra-op
+threads, torch's OpenMP pool) in another process. ``--same-process`` loads every variant in this
+one process instead, as earlier versions did, to see what co-loaded runtimes do to each other;
+the report's ``settings`` say which (``isolation``: ``process`` or ``none``). Medians are
+reported with min and max. Output: a table on the terminal, a JSON file and a PNG chart per
+workload (``bench.json``/``bench.png`` for classification, ``generation.json``/``generation.png``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import importlib
 import json
 import os
+import pickle
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 BENCH_DTYPES = ("float32", "bfloat16", "int8")
 #: The reference every speed-up and agreement is measured against: stock ``transformers.pipeline``.
 STOCK = "transformers"
+#: ``bench.py --worker``: the process one variant lives in (see :func:`serve_worker`).
+WORKER_FLAG = "--worker"
+
+#: What one step of a variant measured, as it travels back to the orchestrating process:
+#: ``{"timings": {metric: one value}, "results": {name: value}}`` (plain values, lists, torch tensors).
+Update = dict[str, dict[str, Any]]
 
 
 @dataclass
 class Variant:
     backend: str
     dtype: str
+    #: The runtime objects, only in the process the variant runs in: its pipelines, and the
+    #: inputs its timed calls run on.
     pipe: Any = None
     embed: Any = None
+    inputs: Any = None
+    #: The figures, in the orchestrating process.
     timings: dict[str, list[float]] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -74,6 +103,12 @@ class Variant:
 
     def record(self, metric: str, value: float) -> None:
         self.timings.setdefault(metric, []).append(value)
+
+    def apply(self, update: Update) -> None:
+        """Keeps what one step measured: one more value per timing metric, and its results."""
+        for metric, value in update.get("timings", {}).items():
+            self.record(metric, value)
+        self.results.update(update.get("results", {}))
 
 
 @dataclass
@@ -166,6 +201,117 @@ def _mean_pooled(features: list[Any]) -> Any:
     return torch.stack([torch.nn.functional.normalize(torch.tensor(f[0]).mean(dim=0), dim=0) for f in features])
 
 
+def _setup(backend: str, threads: int, models: Sequence[Path | None]) -> Update:
+    """Imports what the variant runs on and fixes torch's thread count, before anything is timed.
+
+    Cold starts leave out the imports every variant pays alike: the backend's runtime modules and
+    the models' code (transformers imports a model class on its first use) are imported here.
+    """
+    import torch
+    import transformers
+
+    from acceleron import get_backend
+    from acceleron.backend import module_installed
+
+    torch.set_num_threads(threads)
+    modules = ("torch", "transformers") if backend == STOCK else get_backend(backend).runtime_modules
+    for module in modules:
+        if module_installed(module):
+            with contextlib.suppress(Exception):  # a broken runtime: pipeline() says so, and the variant is skipped
+                importlib.import_module(module)
+    for folder in filter(None, models):
+        for architecture in transformers.AutoConfig.from_pretrained(str(folder)).architectures or ():
+            getattr(transformers, architecture, None)
+    return {}
+
+
+def _acceleron_kwargs(variant: Variant, threads: int, cache_root: Path) -> dict[str, Any]:
+    """``acceleron.pipeline`` arguments for a variant: its backend, dtype, thread count and own export cache."""
+    return {
+        "accelerator": variant.backend,
+        "dtype": variant.dtype,
+        "accelerator_options": {"num_threads": threads},
+        "model_kwargs": {"export_cache": cache_root / variant.name.replace("/", "-")},
+    }
+
+
+def _runtime(pipe: Any) -> dict[str, Any]:
+    report = getattr(pipe.model, "report", None)
+    return report()["runtime"] if report else {"dtype": "float32", "engine": "eager"}
+
+
+@dataclass
+class ClassificationJob:
+    """Text classification and embeddings: the steps of one variant, run in the process it lives in.
+
+    The fields are plain values (a worker process is sent them and builds its own job); the steps
+    keep the variant's runtime objects on the variant and return what they measured.
+    """
+
+    task: ClassVar[str] = "text-classification"
+    classifier: Path
+    embedder: Path | None
+    sentences: list[str]
+    threads: int
+    batch_size: int
+    latency_calls: int
+    embed_sentences: int
+    cache_root: Path
+
+    def setup(self, variant: Variant) -> Update:
+        return _setup(variant.backend, self.threads, [self.classifier, self.embedder])
+
+    def prepare(self, variant: Variant) -> Update:
+        """Cold start into the variant's empty export cache, then warm start from it; skipped on an AcceleronError."""
+        import transformers
+
+        from acceleron import pipeline
+        from acceleron.errors import AcceleronError
+
+        build: Callable[..., Any]
+        kwargs: dict[str, Any]
+        if variant.backend == STOCK:
+            build, kwargs = transformers.pipeline, {"device": "cpu"}
+        else:
+            build, kwargs = pipeline, _acceleron_kwargs(variant, self.threads, self.cache_root)
+        try:
+            cold, _ = _timed(build, "text-classification", model=str(self.classifier), **kwargs)
+        except AcceleronError as error:  # e.g. int8 without the backend's optional extra
+            return {"results": {"skipped": str(error)}}
+        warm, variant.pipe = _timed(build, "text-classification", model=str(self.classifier), **kwargs)
+        if self.embedder is not None:
+            variant.embed = build("feature-extraction", model=str(self.embedder), **kwargs)
+        # The stock pipeline's tokenizer, loaded the same way in every variant's process: the same batches for all.
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.classifier))
+        variant.inputs = _batches(tokenizer, self.sentences, self.batch_size)
+        return {"timings": {"cold_start_s": cold, "warm_start_s": warm}, "results": {"runtime": _runtime(variant.pipe)}}
+
+    def outputs(self, variant: Variant) -> Update:
+        """The warm-up, and the outputs agreement and accuracy are measured on."""
+        outputs = variant.pipe(self.sentences, batch_size=self.batch_size)
+        results: dict[str, Any] = {"labels": [out["label"] for out in outputs]}
+        if variant.embed is not None:
+            results["embeddings"] = _mean_pooled(variant.embed(self.sentences[: self.embed_sentences]))
+        return {"results": results}
+
+    def time_round(self, variant: Variant) -> Update:
+        """One timed round: the pipeline over every sentence, the runtime alone on the batches, single calls."""
+        import torch
+
+        count = len(self.sentences)
+        pipeline_s, _ = _timed(variant.pipe, self.sentences, batch_size=self.batch_size)
+        with torch.inference_mode():
+            runtime_s, _ = _timed(_run_batches, variant.pipe.model, variant.inputs)
+        latencies = [_timed(variant.pipe, sentence)[0] * 1000 for sentence in self.sentences[: self.latency_calls]]
+        return {
+            "timings": {
+                "pipeline_sentences_per_s": count / pipeline_s,
+                "runtime_sentences_per_s": count / runtime_s,
+                "latency_ms": statistics.median(latencies),
+            }
+        }
+
+
 def run(
     workload: Workload,
     variants: list[Variant],
@@ -175,72 +321,28 @@ def run(
     latency_calls: int,
     repeats: int,
     embed_sentences: int,
+    same_process: bool = False,
 ) -> dict[str, Any]:
-    import torch
-    import transformers
-
-    from acceleron import pipeline
-    from acceleron.errors import AcceleronError
-
-    torch.set_num_threads(threads)
-    options = {"num_threads": threads}
-    cache_root = Path(tempfile.mkdtemp(prefix="acceleron-bench-cache-"))
-    for variant in variants:
-        print(f"preparing {variant.name} ...", file=sys.stderr, flush=True)
-        if variant.backend == STOCK:
-            build: Callable[..., Any] = transformers.pipeline
-            load: dict[str, Any] = {"model": str(workload.classifier), "device": "cpu"}
-            embed_load: dict[str, Any] = {"model": str(workload.embedder), "device": "cpu"}
-        else:
-            cache = cache_root / variant.name.replace("/", "-")
-            build = pipeline
-            kwargs = {
-                "accelerator": variant.backend,
-                "dtype": variant.dtype,
-                "accelerator_options": options,
-                "model_kwargs": {"export_cache": cache},
-            }
-            load = {"model": str(workload.classifier), **kwargs}
-            embed_load = {"model": str(workload.embedder), **kwargs}
-        try:
-            cold, _ = _timed(build, "text-classification", **load)
-        except AcceleronError as error:  # e.g. int8 without the backend's optional extra
-            print(f"skipping {variant.name}: {error}", file=sys.stderr, flush=True)
-            variant.results["skipped"] = str(error)
-            continue
-        warm, variant.pipe = _timed(build, "text-classification", **load)
-        variant.record("cold_start_s", cold)
-        variant.record("warm_start_s", warm)
-        report = getattr(variant.pipe.model, "report", None)
-        variant.results["runtime"] = report()["runtime"] if report else {"dtype": "float32", "engine": "eager"}
-        if workload.embedder is not None:
-            variant.embed = build("feature-extraction", **embed_load)
-
-    variants[:] = [variant for variant in variants if "skipped" not in variant.results]
-    tokenizer = variants[0].pipe.tokenizer
-    batches = _batches(tokenizer, workload.sentences, batch_size)
-    singles = workload.sentences[:latency_calls]
-    for variant in variants:  # warm-up, and the outputs the accuracy figures come from
-        outputs = variant.pipe(workload.sentences, batch_size=batch_size)
-        variant.results["labels"] = [out["label"] for out in outputs]
-        if variant.embed is not None:
-            variant.results["embeddings"] = _mean_pooled(variant.embed(workload.sentences[:embed_sentences]))
-
-    for repeat in range(repeats):
-        print(f"timing, round {repeat + 1} of {repeats} ...", file=sys.stderr, flush=True)
-        for variant in variants:
-            elapsed, _ = _timed(variant.pipe, workload.sentences, batch_size=batch_size)
-            variant.record("pipeline_sentences_per_s", len(workload.sentences) / elapsed)
-            with torch.inference_mode():
-                elapsed, _ = _timed(_run_batches, variant.pipe.model, batches)
-            variant.record("runtime_sentences_per_s", len(workload.sentences) / elapsed)
-            latencies = []
-            for sentence in singles:
-                elapsed, _ = _timed(variant.pipe, sentence)
-                latencies.append(elapsed * 1000)
-            variant.record("latency_ms", statistics.median(latencies))
-
-    return _summarise(workload, variants, threads=threads, batch_size=batch_size, repeats=repeats)
+    """Measures the variants (skipped ones are removed from ``variants``) and returns the report."""
+    job = ClassificationJob(
+        classifier=workload.classifier,
+        embedder=workload.embedder,
+        sentences=workload.sentences,
+        threads=threads,
+        batch_size=batch_size,
+        latency_calls=latency_calls,
+        embed_sentences=embed_sentences,
+        cache_root=Path(tempfile.mkdtemp(prefix="acceleron-bench-cache-")),
+    )
+    measure(job, variants, repeats=repeats, same_process=same_process)
+    return _summarise(
+        workload,
+        variants,
+        threads=threads,
+        batch_size=batch_size,
+        repeats=repeats,
+        isolation=_isolation(same_process),
+    )
 
 
 def _summarise(workload: Workload, variants: list[Variant], **settings: Any) -> dict[str, Any]:
@@ -294,6 +396,17 @@ def _versions() -> dict[str, str | None]:
     return {name: distribution_version(name) for name in names}
 
 
+def _isolation(same_process: bool) -> str:
+    """The report's ``settings["isolation"]``: ``process`` (a process per variant) or ``none`` (``--same-process``)."""
+    return "none" if same_process else "process"
+
+
+def _isolation_note(settings: dict[str, Any]) -> str:
+    if settings["isolation"] == "process":
+        return "each variant in its own process"
+    return "every variant in one process (--same-process)"
+
+
 def format_table(report: dict[str, Any]) -> str:
     header = (
         f"{'variant':<18}{'speed-up':>9}{'sent/s':>9}{'runtime/s':>10}{'pipe/rt':>8}{'lat ms':>8}"
@@ -313,7 +426,7 @@ def format_table(report: dict[str, Any]) -> str:
     settings = report["settings"]
     lines.append(
         f"{settings['sentences']} sentences, batch {settings['batch_size']}, {settings['threads']} threads, "
-        f"{settings['repeats']} interleaved rounds (medians); "
+        f"{settings['repeats']} interleaved rounds (medians), {_isolation_note(settings)}; "
         "speed-up = pipeline throughput / the stock transformers pipeline's (eager float32)"
     )
     return "\n".join(lines)
@@ -490,6 +603,84 @@ def _default_backend(task: str, folder: Path) -> str | None:
         return None
 
 
+def _skipped(error: BaseException) -> Update:
+    """A generation variant skipped for ``error``: its type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return {"results": {"skipped": f"{type(error).__name__}: {lines[0] if lines else ''}"}}
+
+
+@dataclass
+class GenerationJob:
+    """Text generation: the steps of one variant, run in the process it lives in (see :class:`ClassificationJob`).
+
+    A variant whose ``pipeline()`` or warm-up generation raises is skipped; the reference never is.
+    """
+
+    task: ClassVar[str] = "text-generation"
+    folder: Path
+    threads: int
+    new_tokens: int
+    sizes: list[int]
+    cache_root: Path
+
+    def setup(self, variant: Variant) -> Update:
+        return _setup(variant.backend, self.threads, [self.folder])
+
+    def prepare(self, variant: Variant) -> Update:
+        import torch
+        import transformers
+
+        from acceleron import pipeline
+
+        try:
+            if variant.backend == STOCK:
+                load_s, variant.pipe = _timed(
+                    transformers.pipeline, "text-generation", model=str(self.folder), device="cpu", dtype=torch.float32
+                )
+            else:
+                load_s, variant.pipe = _timed(
+                    pipeline,
+                    "text-generation",
+                    str(self.folder),
+                    **_acceleron_kwargs(variant, self.threads, self.cache_root),
+                )
+        except Exception as error:  # a backend without text-generation (yet), a missing extra
+            if variant.backend == STOCK:
+                raise
+            return _skipped(error)
+        # The stock pipeline's tokenizer, loaded the same way in every variant's process: the same prompts for all.
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder))
+        tokenizer.padding_side = "left"
+        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        prompts = {size: _chat_batch(tokenizer, GENERATION_PROMPTS[:size]) for size in self.sizes}
+        variant.inputs = (prompts, pad_token_id)
+        return {"timings": {"cold_start_s": load_s}, "results": {"runtime": _runtime(variant.pipe)}}
+
+    def outputs(self, variant: Variant) -> Update:
+        """The warm-up: the tokens agreement is measured on, and the chat answer."""
+        prompts, pad_token_id = variant.inputs
+        try:
+            results: dict[str, Any] = {
+                f"ids_b{size}": _timed_generate(variant.pipe.model, prompts[size], self.new_tokens, pad_token_id)[2]
+                for size in self.sizes
+            }
+            results["chat_answer"] = _chat_answer(variant.pipe)
+        except Exception as error:  # a backend whose generation fails is reported, not fatal
+            if variant.backend == STOCK:
+                raise
+            return _skipped(error)
+        return {"results": results}
+
+    def time_round(self, variant: Variant) -> Update:
+        prompts, pad_token_id = variant.inputs
+        timings = {}
+        for size in self.sizes:
+            first_s, decode_rate, _ = _timed_generate(variant.pipe.model, prompts[size], self.new_tokens, pad_token_id)
+            timings[f"first_token_ms_b{size}"] = first_s * 1000
+            timings[f"decode_tokens_per_s_b{size}"] = decode_rate
+        return {"timings": timings}
+
+
 def run_generation(
     folder: Path,
     variants: list[Variant],
@@ -499,85 +690,32 @@ def run_generation(
     batch: int,
     repeats: int,
     model_name: str = "SmolLM2-135M-Instruct",
+    same_process: bool = False,
 ) -> dict[str, Any]:
-    import torch
-    import transformers
-
-    from acceleron import pipeline
-
-    torch.set_num_threads(threads)
-    options = {"num_threads": threads}
-    cache_root = Path(tempfile.mkdtemp(prefix="acceleron-bench-gen-cache-"))
+    """Measures the variants (skipped ones are removed from ``variants`` and listed) and returns the report."""
     sizes = sorted({1, batch})
-    skipped: list[dict[str, str]] = []
-    for variant in variants:
-        print(f"preparing {variant.name} for text-generation ...", file=sys.stderr, flush=True)
-        try:
-            if variant.backend == STOCK:
-                load_s, variant.pipe = _timed(
-                    transformers.pipeline, "text-generation", model=str(folder), device="cpu", dtype=torch.float32
-                )
-            else:
-                load_s, variant.pipe = _timed(
-                    pipeline,
-                    "text-generation",
-                    str(folder),
-                    accelerator=variant.backend,
-                    dtype=variant.dtype,
-                    accelerator_options=options,
-                    model_kwargs={"export_cache": cache_root / variant.name.replace("/", "-")},
-                )
-        except Exception as error:  # a backend without text-generation (yet), a missing extra
-            skipped.append(_skip(variant, error))
-            continue
-        variant.record("cold_start_s", load_s)
-        report = getattr(variant.pipe.model, "report", None)
-        variant.results["runtime"] = report()["runtime"] if report else {"dtype": "float32", "engine": "eager"}
-    variants[:] = [variant for variant in variants if "skipped" not in variant.results]
-    if not variants or variants[0].backend != STOCK:
-        raise RuntimeError("the eager PyTorch reference could not be built")
-
-    tokenizer = variants[0].pipe.tokenizer
-    tokenizer.padding_side = "left"
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    inputs = {size: _chat_batch(tokenizer, GENERATION_PROMPTS[:size]) for size in sizes}
-    for variant in list(variants):  # warm-up: the tokens agreement is measured on, and the chat answer
-        try:
-            for size in sizes:
-                variant.results[f"ids_b{size}"] = _timed_generate(
-                    variant.pipe.model, inputs[size], new_tokens, pad_token_id
-                )[2]
-            variant.results["chat_answer"] = _chat_answer(variant.pipe)
-        except Exception as error:  # a backend whose generation fails is reported, not fatal
-            if variant.backend == STOCK:
-                raise
-            skipped.append(_skip(variant, error))
-            variants.remove(variant)
-
-    for repeat in range(repeats):
-        print(f"generation timing, round {repeat + 1} of {repeats} ...", file=sys.stderr, flush=True)
-        for variant in variants:
-            for size in sizes:
-                first_s, decode_rate, _ = _timed_generate(variant.pipe.model, inputs[size], new_tokens, pad_token_id)
-                variant.record(f"first_token_ms_b{size}", first_s * 1000)
-                variant.record(f"decode_tokens_per_s_b{size}", decode_rate)
-
-    return _summarise_generation(
-        folder,
-        variants,
-        skipped,
+    job = GenerationJob(
+        folder=folder,
+        threads=threads,
+        new_tokens=new_tokens,
         sizes=sizes,
-        model_name=model_name,
-        settings={"threads": threads, "new_tokens": new_tokens, "batch_sizes": sizes, "repeats": repeats},
+        cache_root=Path(tempfile.mkdtemp(prefix="acceleron-bench-gen-cache-")),
     )
-
-
-def _skip(variant: Variant, error: BaseException) -> dict[str, str]:
-    lines = str(error).strip().splitlines()
-    message = f"{type(error).__name__}: {lines[0] if lines else ''}"
-    print(f"skipping {variant.name}: {message}", file=sys.stderr, flush=True)
-    variant.results["skipped"] = message
-    return {"variant": variant.name, "reason": message}
+    everyone = list(variants)
+    measure(job, variants, repeats=repeats, same_process=same_process)
+    skipped = [
+        {"variant": variant.name, "reason": variant.results["skipped"]}
+        for variant in everyone
+        if "skipped" in variant.results
+    ]
+    settings = {
+        "threads": threads,
+        "new_tokens": new_tokens,
+        "batch_sizes": sizes,
+        "repeats": repeats,
+        "isolation": _isolation(same_process),
+    }
+    return _summarise_generation(folder, variants, skipped, sizes=sizes, model_name=model_name, settings=settings)
 
 
 def _summarise_generation(
@@ -652,7 +790,8 @@ def format_generation_table(report: dict[str, Any]) -> str:
     lines.append(
         f"text-generation on {settings['model_name']}: greedy, {settings['new_tokens']} new tokens per row, "
         f"batches {', '.join(map(str, sizes))} (left-padded chat prompts), {settings['threads']} threads, "
-        f"{settings['repeats']} interleaved rounds (medians); ttft = time to first token; tok/s = decode tokens/s "
+        f"{settings['repeats']} interleaved rounds (medians), {_isolation_note(settings)}; "
+        "ttft = time to first token; tok/s = decode tokens/s "
         "over the batch, first token excluded; x = decode tok/s / stock transformers generate() (eager float32); "
         f"agree = greedy tokens matching the reference up to the first difference; default backend: "
         f"{settings['default_backend']}"
@@ -703,6 +842,171 @@ def write_generation_chart(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+# ------------------------------------------------------------------ where variants run, and the timing loop
+
+Job = ClassificationJob | GenerationJob
+#: The jobs a worker process can be sent, by class name.
+JOBS: dict[str, type[Job]] = {job.__name__: job for job in (ClassificationJob, GenerationJob)}
+
+
+class WorkerError(RuntimeError):
+    """A variant's worker process failed a step or died; the message names the variant."""
+
+
+class _InProcess:
+    """``--same-process``: the variant's steps run in this process, next to every other variant's runtime."""
+
+    def __init__(self, job: Job, variant: Variant) -> None:
+        self.job, self.variant, self.step = job, variant, ""
+
+    def send(self, step: str) -> None:
+        self.step = step
+
+    def receive(self) -> Update:
+        update: Update = getattr(self.job, self.step)(self.variant)
+        return update
+
+    def close(self) -> None:
+        self.variant.pipe = self.variant.embed = self.variant.inputs = None
+
+
+class _WorkerProcess:
+    """The process a variant lives in for the whole run: ``bench.py --worker`` (see :func:`serve_worker`).
+
+    It is sent the job and the variant, then one step name at a time, pickled over its stdin; it
+    answers each step on its stdout. Its stderr is this process's.
+    """
+
+    def __init__(self, job: Job, variant: Variant) -> None:
+        self.variant, self.step = variant, "start"
+        script = str(Path(__file__).resolve())
+        self.process = subprocess.Popen(
+            [sys.executable, script, WORKER_FLAG], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self._write((type(job).__name__, dataclasses.asdict(job), variant.backend, variant.dtype, sys.path))
+
+    def send(self, step: str) -> None:
+        self.step = step
+        self._write(step)
+
+    def receive(self) -> Update:
+        assert self.process.stdout is not None
+        try:
+            status, payload = pickle.load(self.process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError) as error:
+            raise self._died() from error
+        if status == "error":
+            raise WorkerError(f"{self.variant.name}: {self.step} failed in its worker process:\n{payload}")
+        update: Update = payload
+        return update
+
+    def close(self) -> None:
+        """Ends the worker: the end of its input stops it; one still busy after 10 s is terminated."""
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _write(self, message: object) -> None:
+        assert self.process.stdin is not None
+        try:
+            pickle.dump(message, self.process.stdin)
+            self.process.stdin.flush()
+        except OSError as error:  # BrokenPipeError: it is gone
+            raise self._died() from error
+
+    def _died(self) -> WorkerError:
+        try:
+            code = self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            how = "it closed its output but still runs"
+        else:
+            how = f"exit code {code}"
+            if code < 0:
+                with contextlib.suppress(ValueError):
+                    how = f"killed by {signal.Signals(-code).name}"
+        return WorkerError(
+            f"the worker process of {self.variant.name} died during {self.step} ({how}); its output is above"
+        )
+
+
+_Runner = _InProcess | _WorkerProcess
+
+
+def measure(job: Job, variants: list[Variant], *, repeats: int, same_process: bool = False) -> None:
+    """Runs the benchmark's steps on every variant; the skipped ones are removed from ``variants``.
+
+    Each variant lives in its own worker process (``same_process``: all in this one). The workers
+    start together (imports, nothing timed), then each variant is prepared and warmed up in turn,
+    then timed in ``repeats`` interleaved rounds: only one variant is busy at any moment. The
+    workers are shut down at the end, also when a step fails.
+    """
+    with contextlib.ExitStack() as stack:
+        runners: dict[str, _Runner] = {}
+        for variant in variants:
+            runner = _InProcess(job, variant) if same_process else _WorkerProcess(job, variant)
+            stack.callback(runner.close)
+            runners[variant.name] = runner
+            runner.send("setup")
+        for variant in variants:
+            variant.apply(runners[variant.name].receive())
+
+        for variant in variants:
+            print(f"preparing {variant.name} for {job.task} ...", file=sys.stderr, flush=True)
+            _step(runners[variant.name], variant, "prepare")
+        variants[:] = [variant for variant in variants if "skipped" not in variant.results]
+        for variant in variants:  # the warm-up, and the outputs agreement is measured on
+            _step(runners[variant.name], variant, "outputs")
+        variants[:] = [variant for variant in variants if "skipped" not in variant.results]
+
+        for repeat in range(repeats):
+            print(f"{job.task} timing, round {repeat + 1} of {repeats} ...", file=sys.stderr, flush=True)
+            for variant in variants:
+                _step(runners[variant.name], variant, "time_round")
+
+
+def _step(runner: _Runner, variant: Variant, step: str) -> None:
+    runner.send(step)
+    variant.apply(runner.receive())
+    if "skipped" in variant.results:
+        print(f"skipping {variant.name}: {variant.results['skipped']}", file=sys.stderr, flush=True)
+        runner.close()
+
+
+def serve_worker() -> int:
+    """A variant's worker process (``bench.py --worker``): runs the steps it is sent until its input ends."""
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # what a library prints must not land in the replies
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then shuts the workers down
+    commands = sys.stdin.buffer
+    job_name, fields, backend, dtype, parent_path = pickle.load(commands)
+    sys.path += [entry for entry in parent_path if entry not in sys.path]  # import what the parent can import
+    job, variant = JOBS[job_name](**fields), Variant(backend, dtype)
+    while True:
+        try:
+            step = pickle.load(commands)
+        except EOFError:  # the parent closed our input: the run is over
+            return 0
+        try:
+            reply = pickle.dumps(("ok", getattr(job, step)(variant)))
+        except Exception:
+            reply = pickle.dumps(("error", traceback.format_exc()))
+        try:
+            replies.write(reply)
+            replies.flush()
+        except BrokenPipeError:  # the parent is gone (killed, or it gave up on this step)
+            return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -729,6 +1033,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=len(GENERATION_PROMPTS),
         help="generation: the larger batch (different prompts); batch 1 is always measured",
+    )
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="load every variant in this one process (default: each variant in a worker process of its own)",
     )
     args = parser.parse_args(argv)
     counts = (args.sentences, args.batch_size, args.repeats, args.threads, args.latency_calls, args.generation_batch)
@@ -763,6 +1072,7 @@ def _generation_main(args: argparse.Namespace, backends: list[str] | None) -> No
         batch=args.generation_batch,
         repeats=args.repeats,
         model_name="tiny random Llama" if args.tiny else "SmolLM2-135M-Instruct",
+        same_process=args.same_process,
     )
     (args.out / "generation.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     write_generation_chart(report, args.out / "generation.png")
@@ -784,6 +1094,7 @@ def _classification_main(args: argparse.Namespace, backends: list[str] | None) -
         latency_calls=min(args.latency_calls, len(workload.sentences)),
         repeats=args.repeats,
         embed_sentences=min(args.embed_sentences, len(workload.sentences)),
+        same_process=args.same_process,
     )
     (args.out / "bench.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     write_chart(report, args.out / "bench.png")
@@ -792,4 +1103,4 @@ def _classification_main(args: argparse.Namespace, backends: list[str] | None) -
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_worker() if sys.argv[1:] == [WORKER_FLAG] else main())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -27,11 +31,42 @@ def _load_bench() -> ModuleType:
 bench = _load_bench()
 
 
-def test_the_benchmark_writes_table_json_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@dataclass
+class ClassificationRun:
+    out: Path
+    table: str
+    variants: list[Any]  # the benchmark's Variants, as _summarise got them: the outputs the figures come from
+
+
+@pytest.fixture(scope="module")
+def classification_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ClassificationRun]:
+    """The tiny classification benchmark through its command line, once per isolation mode."""
     argv = ["--tiny", "--workload", "classification", "--backends", "torch", "--sentences", "12", "--batch-size", "4"]
-    argv += ["--latency-calls", "3"]
-    assert bench.main([*argv, "--repeats", "2", "--embed-sentences", "4", "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "bench.json").read_text())
+    argv += ["--latency-calls", "3", "--repeats", "2", "--embed-sentences", "4"]
+    return {
+        "process": _run_classification(argv, tmp_path_factory.mktemp("bench-process")),
+        "none": _run_classification([*argv, "--same-process"], tmp_path_factory.mktemp("bench-none")),
+    }
+
+
+def _run_classification(argv: list[str], out: Path) -> ClassificationRun:
+    seen: list[Any] = []
+    summarise = bench._summarise
+
+    def spy(workload: Any, variants: list[Any], **settings: Any) -> dict[str, Any]:
+        seen.extend(variants)
+        return summarise(workload, variants, **settings)
+
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as table:
+        patch.setattr(bench, "_summarise", spy)
+        patch.setenv("ACCELERON_CACHE_DIR", str(out / "export-cache"))  # as conftest's per-test fixture does
+        assert bench.main([*argv, "--out", str(out)]) == 0
+    return ClassificationRun(out, table.getvalue(), seen)
+
+
+def test_the_benchmark_writes_table_json_and_chart(classification_runs: dict[str, ClassificationRun]) -> None:
+    run = classification_runs["process"]  # the default: a process per variant
+    report = json.loads((run.out / "bench.json").read_text())
     variants = [row["variant"] for row in report["results"]]
     assert variants == ["transformers/float32", "torch/float32", "torch/bfloat16"]
     reference, ours = report["results"][0], report["results"][1]
@@ -46,12 +81,68 @@ def test_the_benchmark_writes_table_json_and_chart(tmp_path: Path, capsys: pytes
         "threads": 2,
         "batch_size": 4,
         "repeats": 2,
+        "isolation": "process",
         "sentences": 12,
         "classifier": report["settings"]["classifier"],
     }
-    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = capsys.readouterr().out
-    assert "torch/bfloat16" in table and "speed-up" in table
+    assert (run.out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "torch/bfloat16" in run.table and "speed-up" in run.table
+    assert "each variant in its own process" in run.table
+    assert all(variant.pipe is None for variant in run.variants)  # the runtimes stayed in the workers
+
+
+def test_same_process_and_a_process_per_variant_give_the_same_outputs(
+    classification_runs: dict[str, ClassificationRun],
+) -> None:
+    import torch
+
+    isolated, shared = classification_runs["process"], classification_runs["none"]
+    assert "every variant in one process (--same-process)" in shared.table
+    reports = [json.loads((run.out / "bench.json").read_text()) for run in (isolated, shared)]
+    assert [report["settings"]["isolation"] for report in reports] == ["process", "none"]
+    assert [v.name for v in isolated.variants] == [v.name for v in shared.variants]
+    for ours, theirs in zip(isolated.variants, shared.variants):
+        assert ours.results["labels"] == theirs.results["labels"]
+        assert ours.results["runtime"] == theirs.results["runtime"]
+        torch.testing.assert_close(ours.results["embeddings"], theirs.results["embeddings"])
+    for ours, theirs in zip(reports[0]["results"], reports[1]["results"]):
+        assert ours["variant"] == theirs["variant"]
+        assert (ours["agreement_with_stock"], ours["accuracy"]) == (theirs["agreement_with_stock"], theirs["accuracy"])
+        assert ours["embedding_cosine_to_stock"] == pytest.approx(theirs["embedding_cosine_to_stock"], abs=1e-6)
+
+
+def test_a_worker_reports_skips_and_failures_and_its_death_by_variant(tmp_path: Path) -> None:
+    workload = bench.tiny_workload(4, tmp_path / "models")
+    job = bench.ClassificationJob(
+        classifier=workload.classifier,
+        embedder=None,
+        sentences=workload.sentences,
+        threads=1,
+        batch_size=2,
+        latency_calls=1,
+        embed_sentences=1,
+        cache_root=tmp_path / "cache",
+    )
+    variant = bench.Variant("torch", "int8")  # the torch backend has no int8: pipeline() refuses it
+    worker = bench._WorkerProcess(job, variant)
+    try:
+        worker.send("setup")
+        assert worker.receive() == {}
+        bench._step(worker, variant, "prepare")
+        assert "does not support dtype='int8'" in variant.results["skipped"]
+        assert worker.process.wait(timeout=30) == 0  # a skipped variant's worker is shut down at once
+
+        worker = bench._WorkerProcess(job, variant)
+        worker.send("no_such_step")
+        with pytest.raises(bench.WorkerError, match=r"(?s)torch/int8: no_such_step failed.*AttributeError"):
+            worker.receive()
+        worker.process.kill()
+        with pytest.raises(bench.WorkerError, match="worker process of torch/int8 died during setup .*SIGKILL"):
+            worker.send("setup")
+            worker.receive()
+    finally:
+        worker.close()
+    assert worker.process.poll() is not None
 
 
 def test_the_generation_benchmark_writes_table_json_and_chart(
@@ -70,7 +161,7 @@ def test_the_generation_benchmark_writes_table_json_and_chart(
         [1, 3],
         2,
     )
-    assert settings["prompts"] == list(bench.GENERATION_PROMPTS[:3])
+    assert settings["prompts"] == list(bench.GENERATION_PROMPTS[:3]) and settings["isolation"] == "process"
     variants = [row["variant"] for row in report["results"]]
     assert variants[0] == "transformers/float32"
     skipped = [entry["variant"] for entry in report["skipped"]]

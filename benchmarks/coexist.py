@@ -11,13 +11,13 @@ matters; processes make the trials independent. Trials of all settings are inter
 
 Settings (``--settings``, comma separated; default all):
 
-* ``torch|ort:default``: stock PyTorch measured, an idle acceleron ORT pipeline beside it, ORT's
-  default spinning;
-* ``torch|ort:spin-off``: the same with ``session.intra_op.allow_spinning=0``;
-* ``ort|torch:default``: acceleron ORT measured, an idle stock PyTorch pipeline beside it;
+* ``torch|ort:spin-on``: stock PyTorch measured, an idle acceleron ORT pipeline beside it with
+  ``session.intra_op.allow_spinning=1`` (ONNX Runtime's own default);
+* ``torch|ort:spin-off``: the same with ``allow_spinning=0`` (acceleron's default);
+* ``ort|torch:omp-default``: acceleron ORT measured, an idle stock PyTorch pipeline beside it;
 * ``ort|torch:omp-passive``: the same with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep at once);
-* ``ort-alone:default`` and ``ort-alone:spin-off``: ORT's own throughput and single-sentence
-  latency with spinning on and off (what turning it off costs ORT).
+* ``ort-alone:spin-on`` and ``ort-alone:spin-off``: ORT's own throughput and single-sentence
+  latency with spinning on and off.
 
 Run: ``python benchmarks/coexist.py [--trials 3] [--sentences 256] [--threads 2] [--out coexist.json]``
 (needs acceleron-ort and the real models of ``acceleron.testing.assets``). Timings are process
@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 SETTINGS = (
-    "torch|ort:default",
+    "torch|ort:spin-on",
     "torch|ort:spin-off",
-    "ort|torch:default",
+    "ort|torch:omp-default",
     "ort|torch:omp-passive",
-    "ort-alone:default",
+    "ort-alone:spin-on",
     "ort-alone:spin-off",
 )
 
@@ -78,7 +78,8 @@ def trial(setting: str, count: int, threads: int) -> dict[str, Any]:
     folder = str(assets.sentiment_model_path())
     sentences = [text for text, _ in assets.heldout_sentences(count)]
     pair, _, variant = setting.partition(":")
-    session_options = {"session.intra_op.allow_spinning": "0"} if variant == "spin-off" else {}
+    spinning = {"spin-on": "1", "spin-off": "0"}.get(variant)  # else acceleron's default (off)
+    session_options = {} if spinning is None else {"session.intra_op.allow_spinning": spinning}
 
     def ort_pipe() -> Any:
         options = {"num_threads": threads, "session_options": session_options}

@@ -80,6 +80,13 @@ def test_session_options_map_threads_level_and_pass_through() -> None:
     assert settings.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
+def test_idle_threads_sleep_unless_spinning_is_asked_for() -> None:
+    key = "session.intra_op.allow_spinning"
+    assert session_options(_options()).get_session_config_entry(key) == "0"
+    assert session_options(_options(session_options={key: "1"})).get_session_config_entry(key) == "1"
+    assert session_options(_options(session_options={key: 1})).get_session_config_entry(key) == "1"
+
+
 def test_an_unknown_session_option_is_refused() -> None:
     with pytest.raises(InvalidOptionError, match="'intra_threads' is neither an onnxruntime.SessionOptions attribute"):
         session_options(_options(session_options={"intra_threads": 2}))

@@ -51,13 +51,22 @@ _REEXPORT = (
 )
 
 
+#: Config entries acceleron sets unless ``session_options`` names them. Idle intra-op threads sleep
+#: instead of spinning: on a shared 2-core machine spinning cost ORT itself (128 sentences, batch 32:
+#: 69 against 99 sentences/s; SmolLM2 decoding with 2 threads: 199-214 against 96-110 ms per token)
+#: and, once in three trials, slowed a stock PyTorch pipeline in the same process to 0.21x
+#: (benchmarks/coexist.py; figures in the ort README).
+DEFAULT_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+
 def session_options(options: OrtOptions) -> ort.SessionOptions:
-    """``SessionOptions`` from the backend options: threads, graph optimisation, then the pass-through dict."""
+    """``SessionOptions`` from the backend options: threads, graph optimisation, :data:`DEFAULT_CONFIG`, then the
+    pass-through dict (which may override a default)."""
     settings = ort.SessionOptions()
     settings.graph_optimization_level = _GRAPH_LEVELS[options.graph_optimization]
     if options.num_threads:
         settings.intra_op_num_threads = options.num_threads
-    for key, value in options.session_options.items():
+    for key, value in {**DEFAULT_CONFIG, **options.session_options}.items():
         if "." in key:  # a config entry such as "session.intra_op.allow_spinning"
             settings.add_session_config_entry(key, str(value))
             continue

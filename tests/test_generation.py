@@ -27,11 +27,13 @@ class TestTorchGeneration(BackendConformance):
     text_architectures = ()
     image_architectures = ()
     audio_architectures = ()
+    speech_architectures = ()
     test_entry_point_name_is_the_backend_name = None  # type: ignore[assignment]
     test_availability_leaves_the_runtime_unimported = None  # type: ignore[assignment]
     test_save_and_reload_round_trip = None  # type: ignore[assignment]
     test_unsupported_task_is_refused = None  # type: ignore[assignment]
     test_pipeline_matches_transformers = None  # type: ignore[assignment]
+    test_speech_recognition_matches_transformers = None  # type: ignore[assignment]
     test_concurrent_calls_match_serial = None  # type: ignore[assignment]
 
 

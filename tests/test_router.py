@@ -145,3 +145,14 @@ def test_audio_classification_pipeline_equals_transformers(tmp_path: Path) -> No
     ours = pipeline("audio-classification", model=folder, accelerator="torch")
     stock = transformers.pipeline("audio-classification", model=folder)
     assert ours(waves) == stock(waves)
+
+
+def test_a_ctc_folder_gives_the_stock_speech_recognition_pipeline(tmp_path: Path) -> None:
+    from acceleron.testing import build_tiny_model, sample_inputs
+
+    folder = str(build_tiny_model("automatic-speech-recognition", tmp_path / "ctc"))
+    ours = pipeline(model=folder, accelerator="torch")  # the task comes from Wav2Vec2ForCTC
+    assert isinstance(ours, transformers.AutomaticSpeechRecognitionPipeline)
+    assert ours.type == "ctc"
+    waves = sample_inputs("automatic-speech-recognition", 2)
+    assert ours(waves) == transformers.pipeline("automatic-speech-recognition", model=folder)(waves)

@@ -20,6 +20,7 @@ REQUIRED = {
     "fill-mask",
     "image-classification",
     "audio-classification",
+    "automatic-speech-recognition",
     "text-generation",
 }
 
@@ -36,6 +37,7 @@ def test_the_table_covers_the_required_tasks() -> None:
         ("Text-Classification", "text-classification"),
         ("question_answering", "question-answering"),
         (" fill-mask ", "fill-mask"),
+        ("asr", "automatic-speech-recognition"),
     ],
 )
 def test_aliases_and_spellings_normalise(given: str, canonical: str) -> None:
@@ -67,6 +69,8 @@ def _folder_with_architecture(tmp_path: Path, architecture: str) -> Path:
         ("BertForMaskedLM", "fill-mask"),
         ("ViTForImageClassification", "image-classification"),
         ("Wav2Vec2ForSequenceClassification", "audio-classification"),
+        ("Wav2Vec2ForCTC", "automatic-speech-recognition"),
+        ("HubertForCTC", "automatic-speech-recognition"),
         ("LlamaForCausalLM", "text-generation"),
     ],
 )
@@ -109,3 +113,61 @@ def test_dynamic_axes_cover_inputs_and_outputs() -> None:
     assert axes["start_logits"] == {0: "batch", 1: "sequence"}
     assert SINGLE_PASS.dynamic_axes(get_task("image-classification"), ["pixel_values"])["pixel_values"] == {0: "batch"}
     assert SINGLE_PASS.dynamic_axes(get_task("text-classification"), ["input_ids"])["logits"] == {0: "batch"}
+
+
+def test_speech_recognition_exports_waveforms_with_their_mask_and_dynamic_frames(tmp_path: Path) -> None:
+    spec = get_task("automatic-speech-recognition")
+    model = spec.load_torch_model(build_tiny_model(spec.name, tmp_path / "ctc"))
+    graph = spec.plan(model).graph
+    assert graph.input_names == ["input_values", "attention_mask"]
+    assert graph.output_names == ["logits"]
+    assert graph.dynamic_axes == {
+        "input_values": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch", 1: "frames"},
+    }
+
+
+def test_audio_example_inputs_have_an_odd_length_and_a_padded_last_row(tmp_path: Path) -> None:
+    spec = get_task("automatic-speech-recognition")
+    model = spec.load_torch_model(build_tiny_model(spec.name, tmp_path / "ctc"))
+    inputs = spec.example_inputs(model, batch_size=2, sequence_length=11)
+    samples = inputs["input_values"].shape[1]
+    assert samples % 2 == 1
+    assert inputs["attention_mask"][0].tolist() == [1] * samples
+    padded = inputs["attention_mask"][1]
+    assert 0 < int(padded.sum()) < samples and padded.tolist() == sorted(padded.tolist(), reverse=True)
+    assert bool((inputs["input_values"][1][padded == 0] == 0).all())
+
+
+def test_a_waveform_without_its_mask_gets_an_all_ones_one_and_an_all_ones_mask_may_be_dropped() -> None:
+    import torch
+
+    from acceleron.errors import InvalidInputError
+    from acceleron.tasks import normalize_inputs
+
+    waves = torch.zeros(2, 4001)
+    filled = normalize_inputs({"input_values": waves}, ["input_values", "attention_mask"])
+    assert filled["attention_mask"].dtype == torch.long and bool((filled["attention_mask"] == 1).all())
+    ones = torch.ones(2, 4001, dtype=torch.int32)  # what Wav2Vec2FeatureExtractor returns
+    assert list(normalize_inputs({"input_values": waves, "attention_mask": ones}, ["input_values"])) == ["input_values"]
+    ones[1, 3000:] = 0
+    with pytest.raises(InvalidInputError, match="takes no input 'attention_mask'"):
+        normalize_inputs({"input_values": waves, "attention_mask": ones}, ["input_values"])
+
+
+def test_a_task_served_by_several_kinds_picks_its_entry_by_architecture() -> None:
+    """Speech recognition: CTC models single-pass; a later encoder-decoder entry for Whisper, same name."""
+    from dataclasses import replace
+
+    from acceleron.tasks import select_variant, task_variants
+
+    ctc = get_task("automatic-speech-recognition")
+    assert task_variants("asr") == (ctc,)
+    assert get_task("asr", ["Wav2Vec2ForCTC"]) is ctc
+    seq2seq = replace(
+        ctc, auto_class="AutoModelForSpeechSeq2Seq", mapping_names="MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"
+    )
+    assert select_variant((ctc, seq2seq), ["WhisperForConditionalGeneration"]) is seq2seq
+    assert select_variant((ctc, seq2seq), ["Wav2Vec2ForCTC"]) is ctc
+    assert select_variant((ctc, seq2seq), []) is ctc  # no config: the default entry

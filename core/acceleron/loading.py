@@ -54,13 +54,24 @@ class LoadedParts:
 
 
 def task_of(source: ModelSource, task: str | None) -> TaskSpec:
-    """The task asked for, else the one the folder's manifest records, else the one its config implies."""
-    if task is not None:
-        return get_task(task)
-    manifest = read_manifest(source.path) or {}
-    if manifest.get("task"):
-        return get_task(str(manifest["task"]))
-    return get_task(infer_task(source.path))
+    """The task asked for, else the one the folder's manifest records, else the one its config implies.
+
+    Of a task's entries (see :func:`acceleron.tasks.task_variants`), the one serving the config's
+    architectures.
+    """
+    if task is None:
+        manifest = read_manifest(source.path) or {}
+        task = str(manifest["task"]) if manifest.get("task") else infer_task(source.path)
+    return get_task(task, _architectures(source))
+
+
+def _architectures(source: ModelSource) -> list[str]:
+    try:
+        config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # no readable config: loading it reports that
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    return [str(name) for name in architectures] if isinstance(architectures, list) else []
 
 
 def check_task_fits(source: ModelSource, spec: TaskSpec) -> None:

@@ -103,7 +103,7 @@ def _check_passed_model(model: OptimizedModel, accelerator: str | Backend | None
                 f"the model passed runs on {model.backend.name!r} but accelerator={backend.name!r} was asked for; "
                 "pass accelerator=None, or load the model with the other backend."
             )
-    if get_task(task).auto_class != model.task.auto_class:
+    if model.task.name != task and get_task(task).auto_class != model.task.auto_class:
         raise TaskNotSupportedError(
             f"the model passed was loaded for {model.task.name}, which cannot serve {task}; "
             f"load it again with task={task!r}."

@@ -10,13 +10,17 @@ backend receives the plan and only converts and runs it; it never needs to know 
 Two kinds exist: :class:`SinglePass` (one forward, one graph: classifiers, encoders) and
 :class:`CausalLM` (one decoder-step graph with the past in and the present out, see
 :mod:`acceleron.kv_cache`). A kind with several graphs (an encoder and a decoder) is one more
-subclass returning a plan of several :class:`GraphPlan`; no backend changes for it.
+subclass returning a plan of several :class:`GraphPlan`; no backend changes for it. A task served
+by models of several kinds (speech recognition: CTC encoders in one pass, Whisper's encoder-decoder)
+has one row per kind, told apart by the transformers mapping of the models each serves
+(:func:`task_variants`, :func:`get_task` with a config's ``architectures``).
 
 This module imports neither torch nor transformers at import time.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from abc import ABC, abstractmethod
@@ -34,6 +38,9 @@ if TYPE_CHECKING:
 
 BATCH = "batch"
 SEQUENCE = "sequence"
+#: The time axis of a speech model's outputs: its feature encoder turns ``inputs_to_logits_ratio``
+#: waveform samples (the ``sequence`` axis of ``input_values``) into one frame.
+FRAMES = "frames"
 
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -183,6 +190,8 @@ def normalize_inputs(inputs: Mapping[str, torch.Tensor], declared: Sequence[str]
     """See :meth:`TaskKind.prepare_inputs`."""
     given = {name: value for name, value in inputs.items() if value is not None}
     like = given.get("input_ids")
+    if like is None:
+        like = given.get("input_values")  # a batch of waveforms: its neutral mask is all ones too
     result: dict[str, torch.Tensor] = {}
     for name in declared:
         value = given.get(name)
@@ -220,12 +229,16 @@ class SinglePass(TaskKind):
             raise TaskNotSupportedError(
                 f"{type(model).__name__} takes no {main!r} input, so acceleron cannot export it for {task.name}."
             )
+        if main == "input_values" and "attention_mask" in accepted:
+            # Waveforms of a padded batch come with their mask, and stock pipelines pass it whenever the
+            # feature extractor returns it (the speech-recognition pipeline always asks for it).
+            return [str(main), "attention_mask"]
         return [str(main)]
 
     def dynamic_axes(self, task: TaskSpec, input_names: Sequence[str]) -> dict[str, dict[int, str]]:
         axes: dict[str, dict[int, str]] = {}
         for name in input_names:
-            if task.modality == "text" or name == "input_values":
+            if task.modality == "text" or name in ("input_values", "attention_mask"):
                 axes[name] = {0: BATCH, 1: SEQUENCE}
             else:  # pixel_values, input_features: only the batch varies
                 axes[name] = {0: BATCH}
@@ -265,8 +278,16 @@ class SinglePass(TaskKind):
                 bins = int(getattr(config, "num_mel_bins", 128))
                 inputs["input_features"] = torch.randn(batch_size, frames, bins, generator=generator)
             else:
-                samples = max(400 * sequence_length, 4000)
-                inputs["input_values"] = torch.randn(batch_size, samples, generator=generator)
+                # An odd count for odd ``sequence_length``; the last row is padded (zeros, masked) like
+                # a feature extractor pads a batch, so exports see a real mask.
+                samples = max(400 * sequence_length, 4000) + sequence_length
+                waveforms = torch.randn(batch_size, samples, generator=generator)
+                mask = torch.ones(batch_size, samples, dtype=torch.long)
+                if batch_size > 1:
+                    mask[-1, (2 * samples) // 3 :] = 0
+                    waveforms[-1, (2 * samples) // 3 :] = 0.0
+                inputs["input_values"] = waveforms
+                inputs["attention_mask"] = mask
         return {name: inputs[name] for name in names}
 
     def check_limits(self, inputs: Mapping[str, torch.Tensor], config: Any) -> None:
@@ -517,6 +538,20 @@ _TASKS: tuple[TaskSpec, ...] = (
         mapping_names="MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
         classifier=True,
     ),
+    # ---- speech (single-pass: CTC) ----
+    # A task may have several entries, one per family of models serving it (see task_variants): this
+    # one serves CTC models. An encoder-decoder kind (Whisper) will be a second entry with the same
+    # name, keyed by MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES.
+    TaskSpec(
+        name="automatic-speech-recognition",
+        auto_class="AutoModelForCTC",
+        output_class="CausalLMOutput",
+        modality="audio",
+        outputs={"logits": {0: BATCH, 1: FRAMES}},
+        mapping_names="MODEL_FOR_CTC_MAPPING_NAMES",
+        aliases=("asr", "speech-recognition"),
+        classifier=True,  # the transcript is the per-frame argmax: it must agree everywhere in float32
+    ),
     TaskSpec(
         name="text-generation",
         auto_class="AutoModelForCausalLM",
@@ -530,8 +565,49 @@ _TASKS: tuple[TaskSpec, ...] = (
     ),
 )
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _TASKS}
+#: Every task by name: its first entry in the table (its only one, so far, for every task).
+TASKS: dict[str, TaskSpec] = {}
+for _spec in _TASKS:
+    TASKS.setdefault(_spec.name, _spec)
 ALIASES: dict[str, str] = {alias: spec.name for spec in _TASKS for alias in spec.aliases}
+
+
+def task_variants(task: str) -> tuple[TaskSpec, ...]:
+    """Every entry of the table serving ``task`` (a name or alias), the default (``TASKS[name]``) first.
+
+    A task served by models of different kinds has one entry per kind, each with the transformers
+    mapping of the models it serves: automatic-speech-recognition is single-pass for CTC models,
+    and an encoder-decoder kind can serve it for Whisper without a second task name.
+    """
+    name = normalize_task(task)
+    return tuple(spec for spec in _TASKS if spec.name == name)
+
+
+@functools.cache
+def architectures_in(mapping_names: str) -> frozenset[str]:
+    """The model classes a transformers ``MODEL_FOR_..._MAPPING_NAMES`` table lists (empty for "")."""
+    if not mapping_names:
+        return frozenset()
+    from transformers.models.auto import modeling_auto
+
+    names: set[str] = set()
+    for value in getattr(modeling_auto, mapping_names, {}).values():
+        names.update(value if isinstance(value, (tuple, list)) else (value,))
+    return frozenset(names)
+
+
+def select_variant(variants: Sequence[TaskSpec], architectures: Sequence[str]) -> TaskSpec:
+    """The entry whose mapping lists one of ``architectures`` (a config's), else the first (the default)."""
+    if len(variants) > 1:
+        for spec in variants:
+            if any(name in architectures_in(spec.mapping_names) for name in architectures):
+                return spec
+    return variants[0]
+
+
+def get_task(task: str, architectures: Sequence[str] = ()) -> TaskSpec:
+    """The :class:`TaskSpec` for a task name or alias; ``architectures`` (a config's) pick among its variants."""
+    return select_variant(task_variants(task), architectures)
 
 
 def normalize_task(task: str) -> str:
@@ -548,11 +624,6 @@ def normalize_task(task: str) -> str:
     return key
 
 
-def get_task(task: str) -> TaskSpec:
-    """The :class:`TaskSpec` for a task name or alias."""
-    return TASKS[normalize_task(task)]
-
-
 def infer_task(model_dir: str | Path) -> str:
     """Infer the task of a local model folder from ``config.json``'s ``architectures``."""
     config_path = Path(model_dir) / "config.json"
@@ -562,17 +633,10 @@ def infer_task(model_dir: str | Path) -> str:
         architectures = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
     except (OSError, ValueError) as error:
         raise TaskNotSupportedError(f"cannot infer the task: {config_path} is unreadable ({error}).") from error
-    from transformers.models.auto import modeling_auto
-
     for architecture in architectures:
         for spec in _TASKS:
-            if not spec.mapping_names:
-                continue
-            names = getattr(modeling_auto, spec.mapping_names, {})
-            for value in names.values():
-                candidates = value if isinstance(value, (tuple, list)) else (value,)
-                if architecture in candidates:
-                    return spec.name
+            if architecture in architectures_in(spec.mapping_names):
+                return spec.name
     raise TaskNotSupportedError(
         f"cannot infer the task of {model_dir} from its architectures {architectures or '(none)'}; "
         f"pass task=... (one of {', '.join(TASKS)})."

@@ -7,9 +7,11 @@ Importing :mod:`acceleron.testing.conformance` needs pytest; the tiny models do 
 from __future__ import annotations
 
 from acceleron.testing.tiny import (
+    AUDIO_ARCHITECTURES,
     AUDIO_LABELS,
     CAUSAL_LM_FAMILIES,
     CHAT_TEMPLATE,
+    CTC_CHARACTERS,
     IMAGE_LABELS,
     SPECIAL,
     TEXT_ARCHITECTURES,
@@ -17,6 +19,7 @@ from acceleron.testing.tiny import (
     TEXT_TASKS,
     WORDS,
     build_tiny_model,
+    ctc_tokenizer,
     outputs_close,
     sample_inputs,
     tiny_causal_lm,
@@ -24,9 +27,11 @@ from acceleron.testing.tiny import (
 )
 
 __all__ = [
+    "AUDIO_ARCHITECTURES",
     "AUDIO_LABELS",
     "CAUSAL_LM_FAMILIES",
     "CHAT_TEMPLATE",
+    "CTC_CHARACTERS",
     "IMAGE_LABELS",
     "SPECIAL",
     "TEXT_ARCHITECTURES",
@@ -35,6 +40,7 @@ __all__ = [
     "WORDS",
     "BackendConformance",
     "build_tiny_model",
+    "ctc_tokenizer",
     "outputs_close",
     "sample_inputs",
     "tiny_causal_lm",

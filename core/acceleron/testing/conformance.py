@@ -35,6 +35,7 @@ import pytest
 from acceleron.errors import ExportError, InvalidOptionError, TaskNotSupportedError, UntrustedArtifactError
 from acceleron.tasks import TASKS
 from acceleron.testing.tiny import (
+    AUDIO_ARCHITECTURES,
     CAUSAL_LM_FAMILIES,
     TEXT_ARCHITECTURES,
     TEXT_TASKS,
@@ -48,6 +49,7 @@ def _model_cases(suite: type[BackendConformance]) -> list[tuple[str, str]]:
     cases = [(task, arch) for task in TEXT_TASKS for arch in suite.text_architectures]
     cases += [("image-classification", arch) for arch in suite.image_architectures]
     cases += [("audio-classification", arch) for arch in suite.audio_architectures]
+    cases += [("automatic-speech-recognition", arch) for arch in suite.speech_architectures]
     return cases
 
 
@@ -61,6 +63,9 @@ class BackendConformance:
     text_architectures: ClassVar[tuple[str, ...]] = TEXT_ARCHITECTURES
     image_architectures: ClassVar[tuple[str, ...]] = ("vit",)
     audio_architectures: ClassVar[tuple[str, ...]] = ("wav2vec2",)
+    #: CTC speech-recognition models: wav2vec2-base style (no attention mask from the feature
+    #: extractor) and wav2vec2-large-lv60 style (masked batches).
+    speech_architectures: ClassVar[tuple[str, ...]] = AUDIO_ARCHITECTURES
 
     #: Causal-LM families the text-generation checks run on (when the backend supports the task).
     causal_lm_families: ClassVar[tuple[str, ...]] = CAUSAL_LM_FAMILIES
@@ -74,6 +79,8 @@ class BackendConformance:
             metafunc.parametrize("case", cases, ids=[f"{task}-{arch}" for task, arch in cases])
         if "arch" in metafunc.fixturenames:
             metafunc.parametrize("arch", list(type(self).text_architectures))
+        if "speech_arch" in metafunc.fixturenames:
+            metafunc.parametrize("speech_arch", list(type(self).speech_architectures))
         if "family" in metafunc.fixturenames:
             metafunc.parametrize("family", list(type(self).causal_lm_families))
 
@@ -107,9 +114,7 @@ class BackendConformance:
 
         def get(task: str, arch: str) -> Path:
             if (task, arch) not in built:
-                built[(task, arch)] = build_tiny_model(
-                    task, root / f"{task}-{arch}", None if arch in {"vit", "wav2vec2"} else arch
-                )
+                built[(task, arch)] = build_tiny_model(task, root / f"{task}-{arch}", None if arch == "vit" else arch)
             return built[(task, arch)]
 
         return get
@@ -262,6 +267,54 @@ class BackendConformance:
 
     #: Tolerance on pipeline scores against stock transformers.
     pipeline_atol: ClassVar[float] = 1e-4
+
+    def test_speech_recognition_matches_transformers(
+        self, backend: Any, export_cache: Any, tiny_models: Any, speech_arch: str
+    ) -> None:
+        """The stock CTC pipeline's transcripts, exactly: one by one, in padded batches, chunked, with timestamps.
+
+        A tiny random model transcribes deterministic garbage; every character is one frame's argmax,
+        so a wrong frame, a mishandled padding mask or a wrong chunk alignment changes the text.
+        """
+        import transformers
+
+        from acceleron import pipeline
+
+        task = "automatic-speech-recognition"
+        if task not in backend.supported_tasks():
+            pytest.skip(f"{self.backend_name} does not support {task}")
+        dtype = backend.parse_options(dict(self.options)).compute_dtype
+        if dtype != "float32":
+            pytest.skip(
+                f"exact transcripts need float32 logits (near-ties of a random model flip in {dtype}); "
+                "test_export_matches_pytorch checks this precision's logits"
+            )
+        folder = str(tiny_models(task, speech_arch))
+        ours = pipeline(
+            task,
+            model=folder,
+            accelerator=self.backend_name,
+            accelerator_options=dict(self.options),
+            model_kwargs={"export_cache": export_cache},
+        )
+        assert isinstance(ours, transformers.AutomaticSpeechRecognitionPipeline)
+        assert ours.type == "ctc"
+        transcribe: Any = ours  # its __call__ is typed for one input; it takes lists as well
+        reference: Any = transformers.pipeline
+        stock = reference(task, model=folder)
+        waveforms = sample_inputs(task, 4)  # odd lengths; the last is long enough to chunk
+        calls: list[dict[str, Any]] = [
+            {},
+            {"batch_size": 3},  # padded batches
+            {"chunk_length_s": 0.5, "stride_length_s": 0.1},
+            {"chunk_length_s": 0.5, "batch_size": 4},  # chunks of several waveforms in one batch
+            {"return_timestamps": "char"},
+            {"return_timestamps": "word", "chunk_length_s": 0.5},
+        ]
+        for call in calls:
+            expected = stock(waveforms, **call)
+            assert any(result["text"] for result in expected), "the tiny model must transcribe something"
+            assert transcribe(waveforms, **call) == expected, call
 
     def test_concurrent_calls_match_serial(self, backend: Any, export_cache: Any, tiny_models: Any) -> None:
         from acceleron import pipeline

@@ -283,9 +283,56 @@ def _image_parts() -> tuple[Any, Any]:
     return config, processor
 
 
-def _audio_parts() -> tuple[Any, Any]:
+#: The speech architectures :func:`build_tiny_model` builds: ``wav2vec2`` like wav2vec2-base (group
+#: norm in the feature encoder; its extractor returns no attention mask) and ``wav2vec2-lv60`` like
+#: wav2vec2-large-lv60 (layer norm, stable layer norm; its extractor returns attention masks).
+AUDIO_ARCHITECTURES = ("wav2vec2", "wav2vec2-lv60")
+#: The characters of the tiny CTC tokenizer (after its special tokens; ``|`` separates words).
+CTC_CHARACTERS = "abcdefghijklmnopqrstuvwxyz'"
+_CTC_SPECIAL = ("<pad>", "<s>", "</s>", "<unk>", "|")
+
+
+def ctc_tokenizer() -> Any:
+    """A character-level ``Wav2Vec2CTCTokenizer`` (``<pad>`` is the CTC blank, ``|`` the word delimiter)."""
+    import json
+    import tempfile
+
+    from transformers import Wav2Vec2CTCTokenizer
+
+    vocab = {token: index for index, token in enumerate((*_CTC_SPECIAL, *CTC_CHARACTERS))}
+    with tempfile.TemporaryDirectory() as scratch:  # the tokenizer reads its vocab from a file only
+        vocab_file = Path(scratch) / "vocab.json"
+        vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
+        return Wav2Vec2CTCTokenizer(
+            str(vocab_file),
+            unk_token="<unk>",
+            pad_token="<pad>",
+            bos_token="<s>",
+            eos_token="</s>",
+            word_delimiter_token="|",
+        )
+
+
+def _audio_parts(arch: str, task: str) -> tuple[Any, list[Any]]:
+    """The config and preprocessors (feature extractor; a CTC tokenizer for speech recognition) of ``arch``."""
     import transformers
 
+    if arch not in AUDIO_ARCHITECTURES:
+        raise ValueError(f"no tiny audio architecture {arch!r}; choose one of {', '.join(AUDIO_ARCHITECTURES)}")
+    large = arch == "wav2vec2-lv60"
+    preprocessors: list[Any] = [
+        transformers.Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=large
+        )
+    ]
+    head: dict[str, Any] = {"vocab_size": 8}
+    if task == "automatic-speech-recognition":
+        tokenizer = ctc_tokenizer()
+        preprocessors.append(tokenizer)
+        head = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    layout: dict[str, Any] = {}
+    if large:
+        layout = {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "feat_extract_activation": "gelu"}
     config = transformers.Wav2Vec2Config(
         hidden_size=32,
         num_hidden_layers=2,
@@ -297,20 +344,19 @@ def _audio_parts() -> tuple[Any, Any]:
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=2,
         classifier_proj_size=16,
-        vocab_size=8,
+        **head,
+        **layout,
         **_labels(AUDIO_LABELS),
     )
-    extractor = transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
-    )
-    return config, extractor
+    return config, preprocessors
 
 
 def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, seed: int = 0) -> Path:
     """Write a tiny random model for ``task`` (weights, config, preprocessor) into ``directory``.
 
-    Text tasks take ``arch`` in :data:`TEXT_ARCHITECTURES`; image-classification a ViT and
-    audio-classification a wav2vec2. The same seed gives the same weights.
+    Text tasks take ``arch`` in :data:`TEXT_ARCHITECTURES`, audio tasks (audio-classification,
+    automatic-speech-recognition with a CTC head) one in :data:`AUDIO_ARCHITECTURES`;
+    image-classification builds a ViT. The same seed gives the same weights.
     """
     import torch
     import transformers
@@ -320,19 +366,21 @@ def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, 
         return tiny_causal_lm(arch or "llama", directory, seed)
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
-    preprocessor: Any
+    preprocessors: list[Any]
     if spec.modality == "text":
-        preprocessor = tiny_tokenizer(arch or "bert")
-        config = _text_config(arch or "bert", task, len(preprocessor))
+        tokenizer = tiny_tokenizer(arch or "bert")
+        config, preprocessors = _text_config(arch or "bert", task, len(tokenizer)), [tokenizer]
     elif spec.modality == "image":
-        config, preprocessor = _image_parts()
+        config, processor = _image_parts()
+        preprocessors = [processor]
     else:
-        config, preprocessor = _audio_parts()
+        config, preprocessors = _audio_parts(arch or AUDIO_ARCHITECTURES[0], task)
     torch.manual_seed(seed)
     model = getattr(transformers, spec.auto_class).from_config(config)
     model.eval()
     model.save_pretrained(target)
-    preprocessor.save_pretrained(target)
+    for preprocessor in preprocessors:
+        preprocessor.save_pretrained(target)
     return target
 
 
@@ -362,6 +410,10 @@ def sample_inputs(task: str, count: int = 4, mask_token: str = "[MASK]") -> list
         return [Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)) for _ in range(count)]
     if task == "audio-classification":
         return [rng.standard_normal(4000 + 800 * i).astype(np.float32) for i in range(count)]
+    if task == "automatic-speech-recognition":
+        # Odd lengths among them; the last is 1.5 s at 16 kHz, long enough to chunk (chunk_length_s=0.5).
+        lengths = [4000 + 1201 * i for i in range(count - 1)] + [24011]
+        return [rng.standard_normal(length).astype(np.float32) for length in lengths[-count:]]
     return [sentences[i % len(sentences)] for i in range(count)]
 
 

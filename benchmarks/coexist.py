@@ -17,7 +17,9 @@ Settings (``--settings``, comma separated; default all):
 * ``ort|torch:omp-default``: acceleron ORT measured, an idle stock PyTorch pipeline beside it;
 * ``ort|torch:omp-passive``: the same with ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep at once);
 * ``ort-alone:spin-on`` and ``ort-alone:spin-off``: ORT's own throughput and single-sentence
-  latency with spinning on and off.
+  latency with spinning on and off;
+* ``ort-decode:spin-on`` and ``ort-decode:spin-off`` (only when named): batch-1 greedy decoding of
+  SmolLM2-135M-Instruct on ort, milliseconds per token.
 
 Run: ``python benchmarks/coexist.py [--trials 3] [--sentences 256] [--threads 2] [--out coexist.json]``
 (needs acceleron-ort and the real models of ``acceleron.testing.assets``). Timings are process
@@ -44,6 +46,9 @@ SETTINGS = (
     "ort-alone:spin-on",
     "ort-alone:spin-off",
 )
+#: Decoding settings, on request only (``--settings ort-decode:spin-on,ort-decode:spin-off``): SmolLM2 on
+#: ort, batch 1, 64 greedy tokens after a short prompt; milliseconds per token (wall and CPU).
+DECODE_SETTINGS = ("ort-decode:spin-on", "ort-decode:spin-off")
 
 
 def _rate(pipe: Any, sentences: list[str], rounds: int = 3) -> dict[str, float]:
@@ -66,8 +71,40 @@ def _latency_ms(pipe: Any, sentences: list[str]) -> float:
     return statistics.median(times)
 
 
+def decode_trial(spinning: str, threads: int, new_tokens: int = 64) -> dict[str, Any]:
+    """Batch-1 greedy decoding on ort with spinning on ("1") or off ("0"): ms per token, median of 3."""
+    import torch
+    import transformers
+
+    from acceleron import OptimizedModel
+    from acceleron.testing import assets
+
+    folder = assets.smollm2_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = OptimizedModel.from_pretrained(
+        folder,
+        accelerator="ort",
+        task="text-generation",
+        num_threads=threads,
+        session_options={"session.intra_op.allow_spinning": spinning},
+    )
+    inputs = tokenizer("The history of the city of Paris begins", return_tensors="pt")
+
+    def once() -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        return 1000 * (time.perf_counter() - wall) / new_tokens, 1000 * (time.process_time() - cpu) / new_tokens
+
+    once()  # warm-up
+    walls, cpus = zip(*(once() for _ in range(3)))
+    return {"ms_per_token": statistics.median(walls), "cpu_ms_per_token": statistics.median(cpus)}
+
+
 def trial(setting: str, count: int, threads: int) -> dict[str, Any]:
     """One setting in this (fresh) process."""
+    if setting.startswith("ort-decode:"):
+        return decode_trial({"ort-decode:spin-on": "1", "ort-decode:spin-off": "0"}[setting], threads)
     import torch
     import transformers
 
@@ -123,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(trial(args.trial, args.sentences, args.threads)))
         return 0
     settings = args.settings.split(",")
-    unknown = sorted(set(settings) - set(SETTINGS))
+    unknown = sorted(set(settings) - set(SETTINGS) - set(DECODE_SETTINGS))
     if unknown or min(args.trials, args.sentences, args.threads) < 1:
-        parser.error(f"unknown settings {unknown} (known: {', '.join(SETTINGS)}) or a count below 1")
+        known = ", ".join(SETTINGS + DECODE_SETTINGS)
+        parser.error(f"unknown settings {unknown} (known: {known}) or a count below 1")
     results: dict[str, list[dict[str, Any]]] = {setting: [] for setting in settings}
     for number in range(args.trials):
         for setting in settings:
@@ -143,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'setting':<24}{'after/before':>14}{'cpu after/before':>18}{'sent/s':>9}{'latency ms':>12}")
     for setting, trials in results.items():
-        if "ratio" in trials[0]:
+        if "ms_per_token" in trials[0]:
+            per_token = ", ".join(f"{t['ms_per_token']:.1f}" for t in trials)
+            print(f"{setting:<24}  ms per token: {per_token}")
+        elif "ratio" in trials[0]:
             ratios = ", ".join(f"{t['ratio']:.2f}" for t in trials)
             cpu = ", ".join(f"{t['cpu_ratio']:.2f}" for t in trials)
             print(f"{setting:<24}{ratios:>14}{cpu:>18}")

@@ -7,13 +7,14 @@ from typing import Any
 
 import onnxruntime as ort
 import pytest
+import torch
 from support import load
 
 from acceleron.backend import Availability
 from acceleron.errors import BackendUnavailableError, InvalidOptionError
 from acceleron.plugins import get_backend
 from acceleron_ort import plugin as plugin_module
-from acceleron_ort.session import execution_providers, session_options
+from acceleron_ort.session import SHRINK_ABOVE_BYTES, execution_providers, session_options
 
 
 def test_the_backend_is_found_by_its_alias() -> None:
@@ -85,6 +86,21 @@ def test_idle_threads_sleep_unless_spinning_is_asked_for() -> None:
     assert session_options(_options()).get_session_config_entry(key) == "0"
     assert session_options(_options(session_options={key: "1"})).get_session_config_entry(key) == "1"
     assert session_options(_options(session_options={key: 1})).get_session_config_entry(key) == "1"
+
+
+def test_the_cpu_arena_is_shrunk_after_each_run_unless_turned_off(saved_classifier: Path) -> None:
+    model = load(saved_classifier, export=False)
+    run_options = model.session.run_options
+    assert run_options is not None
+    assert run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert model.report()["runtime"]["arena_shrinkage"] is True
+    small, large = torch.zeros(4, dtype=torch.int64), torch.zeros(SHRINK_ABOVE_BYTES // 8 + 1, dtype=torch.int64)
+    assert model.session._run_options_for([small]) is None  # small runs keep the arena's memory
+    assert model.session._run_options_for([small, large]) is run_options
+    kept = load(saved_classifier, export=False, arena_shrinkage=False)
+    assert kept.session.run_options is None
+    with pytest.raises(InvalidOptionError, match="arena_shrinkage must be True or False"):
+        _options(arena_shrinkage="yes")
 
 
 def test_an_unknown_session_option_is_refused() -> None:

@@ -38,6 +38,8 @@ class OrtOptions(Options):
     session_options: Mapping[str, Any] = field(default_factory=dict)
     provider: str | None = None
     provider_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Hand the CPU arena's unused memory back after each run (see :class:`acceleron_ort.session.OrtSession`).
+    arena_shrinkage: bool = True
 
     artifact_fields: ClassVar[frozenset[str]] = Options.artifact_fields | {"exporter", "opset", "optimize"}
 
@@ -53,6 +55,8 @@ class OrtOptions(Options):
         opset = self.opset
         if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or not 11 <= opset <= 23):
             raise InvalidOptionError(f"opset must be an integer between 11 and 23, got {opset!r}.")
+        if not isinstance(self.arena_shrinkage, bool):
+            raise InvalidOptionError(f"arena_shrinkage must be True or False, got {self.arena_shrinkage!r}.")
         if not isinstance(self.optimize, bool):
             raise InvalidOptionError(f"optimize must be True or False, got {self.optimize!r}.")
         provider = self.provider

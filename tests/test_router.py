@@ -145,3 +145,16 @@ def test_audio_classification_pipeline_equals_transformers(tmp_path: Path) -> No
     ours = pipeline("audio-classification", model=folder, accelerator="torch")
     stock = transformers.pipeline("audio-classification", model=folder)
     assert ours(waves) == stock(waves)
+
+
+def test_a_declared_unsupported_task_is_refused_with_the_reason(use_plugins: Install, tiny_classifier: Path) -> None:
+    from acceleron.status import list_backends
+
+    use_plugins(declining="declining")
+    with pytest.raises(TaskNotSupportedError, match="does not support fill-mask: its runtime lacks the vocabulary"):
+        pipeline("fill-mask", model=str(tiny_classifier), accelerator="declining")
+    with pytest.raises(TaskNotSupportedError, match="declining does not support fill-mask: its runtime lacks"):
+        pipeline("fill-mask", model=str(tiny_classifier))
+    status = next(status for status in list_backends() if status.name == "declining")
+    assert status.unsupported == {"fill-mask": "its runtime lacks the vocabulary projection"}
+    assert "fill-mask" not in status.tasks

@@ -156,3 +156,13 @@ def test_an_unpadded_pixel_mask_is_dropped_and_a_padded_one_refused() -> None:
     padded[1, :, 4:] = 0
     with pytest.raises(InvalidInputError, match="pixel_mask"):
         normalize_inputs({"pixel_values": pixels, "pixel_mask": padded}, ["pixel_values"])
+
+
+def test_segmentation_takes_any_image_size_and_is_validated_at_another(tmp_path: Path) -> None:
+    spec = get_task("image-segmentation")
+    model = spec.load_torch_model(build_tiny_model(spec.name, tmp_path / "segformer"))
+    plan = spec.plan(model)
+    assert plan.graph.dynamic_axes["pixel_values"] == {0: "batch", 2: "height", 3: "width"}
+    traced = plan.graph.example_inputs["pixel_values"].shape
+    (case,) = spec.kind.validation_cases(plan)
+    assert case.inputs["pixel_values"].shape[2:] == (traced[2] + 8, traced[3] + 16)

@@ -38,6 +38,9 @@ SEQUENCE = "sequence"
 #: tower its own batch (candidate labels x images), so each group has its own symbolic batch.
 TEXT_BATCH = "text_batch"
 IMAGE_BATCH = "image_batch"
+#: The spatial axes of images (and of per-pixel outputs) for tasks whose models take any image size.
+HEIGHT = "height"
+WIDTH = "width"
 
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -262,6 +265,8 @@ class SinglePass(TaskKind):
             batch = self._batch_axis(task, group)
             if group == "text" or name == "input_values":
                 axes[name] = {0: batch, 1: SEQUENCE}
+            elif group == "image" and task.any_image_size:
+                axes[name] = {0: batch, 2: HEIGHT, 3: WIDTH}
             else:  # pixel_values, input_features: only the batch varies
                 axes[name] = {0: batch}
         for name, output_axes in task.outputs.items():
@@ -269,12 +274,19 @@ class SinglePass(TaskKind):
         return axes
 
     def example_inputs(
-        self, task: TaskSpec, model: PreTrainedModel, batch_size: int = 2, sequence_length: int = 8, seed: int = 0
+        self,
+        task: TaskSpec,
+        model: PreTrainedModel,
+        batch_size: int = 2,
+        sequence_length: int = 8,
+        seed: int = 0,
+        image_size: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Deterministic inputs; text inputs pad the last row, so exports see a real attention mask.
 
-        In a mixed task the image batch is one larger than the text batch, so that no trace can
-        mistake the two batch axes for one.
+        Images are ``image_size`` (height, width), by default the config's ``image_size`` (224 when
+        it has none). In a mixed task the image batch is one larger than the text batch, so that no
+        trace can mistake the two batch axes for one.
         """
         import torch
 
@@ -299,7 +311,7 @@ class SinglePass(TaskKind):
             image_config = getattr(config, "vision_config", None) if mixed else config
             channels = int(getattr(image_config, "num_channels", 3))
             size = getattr(image_config, "image_size", 224)
-            height, width = (size, size) if isinstance(size, int) else tuple(size)
+            height, width = image_size or ((size, size) if isinstance(size, int) else tuple(size))
             images = batch_size + 1 if mixed else batch_size
             inputs["pixel_values"] = torch.randn(images, channels, height, width, generator=generator)
         if "audio" in task.input_groups:
@@ -343,7 +355,14 @@ class SinglePass(TaskKind):
     def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
         import torch
 
-        inputs = self.example_inputs(plan.task, plan.model, batch_size=3, sequence_length=11, seed=1)
+        # A task whose models take any image size is validated at another size than it was traced at.
+        traced = plan.graph.example_inputs.get("pixel_values")
+        other_size = (
+            (traced.shape[2] + 8, traced.shape[3] + 16) if plan.task.any_image_size and traced is not None else None
+        )
+        inputs = self.example_inputs(
+            plan.task, plan.model, batch_size=3, sequence_length=11, seed=1, image_size=other_size
+        )
         with torch.inference_mode():
             outputs = plan.model(**inputs)
         reference = {name: outputs[name] for name in plan.task.output_names if outputs.get(name) is not None}
@@ -450,6 +469,9 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()
     classifier: bool = False
     kind: TaskKind = SINGLE_PASS
+    #: True when the task's models take images of any size (convolutional ones): height and width are
+    #: dynamic axes, and exports are validated at another size than they were traced at.
+    any_image_size: bool = False
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -608,8 +630,9 @@ _TASKS: tuple[TaskSpec, ...] = (
         auto_class="AutoModelForSemanticSegmentation",
         output_class="SemanticSegmenterOutput",
         modality="image",
-        outputs={"logits": {0: BATCH}},
+        outputs={"logits": {0: BATCH, 2: f"logits_{HEIGHT}", 3: f"logits_{WIDTH}"}},
         mapping_names="MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+        any_image_size=True,
     ),
     TaskSpec(
         name="depth-estimation",

@@ -156,3 +156,16 @@ def test_a_ctc_folder_gives_the_stock_speech_recognition_pipeline(tmp_path: Path
     assert ours.type == "ctc"
     waves = sample_inputs("automatic-speech-recognition", 2)
     assert ours(waves) == transformers.pipeline("automatic-speech-recognition", model=folder)(waves)
+
+
+def test_a_declared_unsupported_task_is_refused_with_the_reason(use_plugins: Install, tiny_classifier: Path) -> None:
+    from acceleron.status import list_backends
+
+    use_plugins(declining="declining")
+    with pytest.raises(TaskNotSupportedError, match="does not support fill-mask: its runtime lacks the vocabulary"):
+        pipeline("fill-mask", model=str(tiny_classifier), accelerator="declining")
+    with pytest.raises(TaskNotSupportedError, match="declining does not support fill-mask: its runtime lacks"):
+        pipeline("fill-mask", model=str(tiny_classifier))
+    status = next(status for status in list_backends() if status.name == "declining")
+    assert status.unsupported == {"fill-mask": "its runtime lacks the vocabulary projection"}
+    assert "fill-mask" not in status.tasks

@@ -72,6 +72,14 @@ def _folder_with_architecture(tmp_path: Path, architecture: str) -> Path:
         ("Wav2Vec2ForCTC", "automatic-speech-recognition"),
         ("HubertForCTC", "automatic-speech-recognition"),
         ("LlamaForCausalLM", "text-generation"),
+        ("YolosForObjectDetection", "object-detection"),
+        ("DetrForObjectDetection", "object-detection"),
+        ("SegformerForSemanticSegmentation", "image-segmentation"),
+        ("DPTForDepthEstimation", "depth-estimation"),
+        ("GLPNForDepthEstimation", "depth-estimation"),
+        # A base model in both the image mapping and the all-models one: the narrower mapping wins.
+        ("ViTModel", "image-feature-extraction"),
+        ("CLIPModel", "zero-shot-image-classification"),
     ],
 )
 def test_task_is_inferred_from_the_architecture(tmp_path: Path, architecture: str, task: str) -> None:
@@ -171,3 +179,52 @@ def test_a_task_served_by_several_kinds_picks_its_entry_by_architecture() -> Non
     assert select_variant((ctc, seq2seq), ["WhisperForConditionalGeneration"]) is seq2seq
     assert select_variant((ctc, seq2seq), ["Wav2Vec2ForCTC"]) is ctc
     assert select_variant((ctc, seq2seq), []) is ctc  # no config: the default entry
+
+
+def test_image_text_tasks_have_a_batch_axis_per_tower(tmp_path: Path) -> None:
+    """CLIP gets candidate labels x images: the text and image batches are separate symbolic axes."""
+    spec = get_task("zero-shot-image-classification")
+    model = spec.load_torch_model(build_tiny_model(spec.name, tmp_path / "clip"))
+    graph = spec.plan(model).graph
+    assert graph.input_names == ["input_ids", "attention_mask", "pixel_values"]
+    assert graph.dynamic_axes["input_ids"] == {0: "text_batch", 1: "sequence"}
+    assert graph.dynamic_axes["pixel_values"] == {0: "image_batch"}
+    assert graph.dynamic_axes["logits_per_image"] == {0: "image_batch", 1: "text_batch"}
+    inputs = spec.example_inputs(model, batch_size=2, sequence_length=8)
+    assert inputs["input_ids"].shape == (2, 8)
+    assert inputs["pixel_values"].shape[0] == 3  # never equal to the text batch in a trace
+
+
+def test_model_specific_output_classes_are_named_by_dotted_path() -> None:
+    import torch
+    from transformers.models.yolos.modeling_yolos import YolosObjectDetectionOutput
+
+    spec = get_task("object-detection")
+    wrapped = spec.wrap_outputs({"logits": torch.zeros(1, 4, 4), "pred_boxes": torch.zeros(1, 4, 4)})
+    assert isinstance(wrapped, YolosObjectDetectionOutput)
+    assert set(wrapped.keys()) == {"logits", "pred_boxes"}
+
+
+def test_an_unpadded_pixel_mask_is_dropped_and_a_padded_one_refused() -> None:
+    import torch
+
+    from acceleron.errors import InvalidInputError
+    from acceleron.tasks import normalize_inputs
+
+    pixels = torch.zeros(2, 3, 8, 8)
+    full = torch.ones(2, 8, 8, dtype=torch.long)
+    assert list(normalize_inputs({"pixel_values": pixels, "pixel_mask": full}, ["pixel_values"])) == ["pixel_values"]
+    padded = full.clone()
+    padded[1, :, 4:] = 0
+    with pytest.raises(InvalidInputError, match="pixel_mask"):
+        normalize_inputs({"pixel_values": pixels, "pixel_mask": padded}, ["pixel_values"])
+
+
+def test_segmentation_takes_any_image_size_and_is_validated_at_another(tmp_path: Path) -> None:
+    spec = get_task("image-segmentation")
+    model = spec.load_torch_model(build_tiny_model(spec.name, tmp_path / "segformer"))
+    plan = spec.plan(model)
+    assert plan.graph.dynamic_axes["pixel_values"] == {0: "batch", 2: "height", 3: "width"}
+    traced = plan.graph.example_inputs["pixel_values"].shape
+    (case,) = spec.kind.validation_cases(plan)
+    assert case.inputs["pixel_values"].shape[2:] == (traced[2] + 8, traced[3] + 16)

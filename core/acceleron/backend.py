@@ -234,8 +234,10 @@ class Backend(ABC):
     options_class: ClassVar[type[Options]] = Options
     #: Dtypes accepted by the ``dtype`` option (``auto`` is the backend's documented default).
     dtypes: ClassVar[tuple[str, ...]] = ("auto", "float32")
-    #: Tasks of the core's table this backend's runtime cannot run (see :meth:`supported_tasks`).
-    unsupported_tasks: ClassVar[frozenset[str]] = frozenset()
+    #: Tasks of the core's table this backend's runtime cannot run (see :meth:`supported_tasks`): a
+    #: mapping of each to the reason, in a sentence (``acceleron backends`` and the refusal show it),
+    #: or a set of names.
+    unsupported_tasks: ClassVar[Mapping[str, str] | frozenset[str]] = frozenset()
     #: True when loading an artifact executes code from it (TorchScript, pickles): such an artifact is
     #: loaded from a model folder only with ``trust_remote_code=True`` (the export cache's own are trusted).
     artifact_runs_code: ClassVar[bool] = False
@@ -248,7 +250,12 @@ class Backend(ABC):
 
     def supported_tasks(self) -> frozenset[str]:
         """Every task the core can plan, less :attr:`unsupported_tasks`."""
-        return frozenset(TASKS) - self.unsupported_tasks
+        return frozenset(TASKS) - frozenset(self.unsupported_tasks)
+
+    def unsupported_reason(self, task: str) -> str:
+        """Why this backend declares ``task`` unsupported ("" when no reason was given)."""
+        declared = self.unsupported_tasks
+        return str(declared.get(task, "")) if isinstance(declared, Mapping) else ""
 
     def versions(self) -> dict[str, str]:
         """Versions of the runtime packages that shape the artifact (part of the cache key)."""

@@ -208,6 +208,13 @@ def _backends(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    for status in statuses:  # the tasks each backend declares it cannot run, with its reasons
+        unexplained = [task for task, reason in status.unsupported.items() if not reason]
+        if unexplained:
+            print(f"{status.name} does not run {', '.join(unexplained)}")
+        for task, reason in status.unsupported.items():
+            if reason:
+                print(f"{status.name} does not run {task}: {reason}")
     return 0
 
 

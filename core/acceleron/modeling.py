@@ -130,7 +130,7 @@ class OptimizedModel:
 
     @property
     def input_modalities(self) -> tuple[str, ...]:
-        return (self.task.modality,)
+        return self.task.input_groups
 
     @classmethod
     def can_generate(cls) -> bool:

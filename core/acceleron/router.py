@@ -272,7 +272,7 @@ def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **
     # transformers infers preprocessors only from a model *id*; with a model instance we name the
     # folder that holds them (the source folder, or the cache entry they were copied into) for
     # every component the pipeline class loads.
-    pipeline_class = kwargs.get("pipeline_class") or check_task(task)[1]["impl"]
+    pipeline_class = kwargs.get("pipeline_class") or _resolve_class(check_task(task)[1]["impl"])
     for component in ("tokenizer", "feature_extractor", "image_processor", "processor"):
         if kwargs.get(component) is None and getattr(pipeline_class, f"_load_{component}", None) is not False:
             kwargs[component] = model.name_or_path
@@ -290,6 +290,16 @@ def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **
     _install_log_filter()
     build: Any = transformers.pipeline  # its overloads want a PreTrainedModel; ours quacks like one
     return build(task=task, model=model, device=model.device, **kwargs)
+
+
+def _resolve_class(impl: Any) -> Any:
+    """A pipeline class from transformers' task registry, which names some by dotted path (transformers 5)."""
+    if not isinstance(impl, str):
+        return impl
+    import importlib
+
+    module_name, _, class_name = impl.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 #: Pipeline components -> the transformers Auto class that loads each from a folder.

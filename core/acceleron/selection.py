@@ -52,7 +52,8 @@ def resolve_backend(
     tasks = registry.supported_tasks(backend)
     if task not in tasks:
         raise TaskNotSupportedError(
-            f"accelerator {backend.name!r} does not support {task}; it supports: {', '.join(sorted(tasks))}."
+            f"accelerator {backend.name!r} does not support {task}{_because(backend, task)}; "
+            f"it supports: {', '.join(sorted(tasks))}."
         )
     return backend
 
@@ -69,7 +70,7 @@ def select_backend(registry: PluginManager, task: str, model: object = None) -> 
             elif not (availability := registry.availability(backend)):
                 reason = f"unavailable: {availability.reason}"
             elif task not in (tasks := registry.supported_tasks(backend)):
-                reason = f"does not support {task} (it supports: {', '.join(sorted(tasks))})"
+                reason = f"does not support {task}{_because(backend, task)} (it supports: {', '.join(sorted(tasks))})"
         except PluginLoadError:
             if registry.strict:
                 raise
@@ -96,6 +97,12 @@ def select_backend(registry: PluginManager, task: str, model: object = None) -> 
         ", ".join(c.name for c in candidates),
     )
     return chosen
+
+
+def _because(backend: Backend, task: str) -> str:
+    """``": <the backend's reason>"`` for a task it declares unsupported, or ""."""
+    reason = backend.unsupported_reason(task)
+    return f": {reason}" if reason else ""
 
 
 def _no_candidate_error(registry: PluginManager, task: str, passed_over: dict[str, str]) -> Exception:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from acceleron.errors import PluginLoadError
 from acceleron.plugins import KNOWN_BACKENDS, PluginManager, PluginRecord, Status, get_plugin_manager
+from acceleron.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class BackendStatus:
     version: str | None = None
     aliases: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
+    #: Tasks of the table the backend declares it cannot run, with its reason for each.
+    unsupported: dict[str, str] = field(default_factory=dict)
     auto_select: bool = True
     builtin: bool = False
     install_hint: str = ""
@@ -35,6 +38,7 @@ class BackendStatus:
             "version": self.version,
             "aliases": list(self.aliases),
             "tasks": list(self.tasks),
+            "unsupported": dict(self.unsupported),
             "auto_select": self.auto_select,
             "builtin": self.builtin,
             "install_hint": self.install_hint,
@@ -99,6 +103,7 @@ def _status(registry: PluginManager, record: PluginRecord) -> BackendStatus:
     try:  # the registry contains a plugin that raises or hangs here (strict mode re-raises)
         availability = registry.availability(backend)
         tasks = tuple(sorted(registry.supported_tasks(backend)))
+        unsupported = {task: backend.unsupported_reason(task) for task in sorted(TASKS) if task not in tasks}
     except PluginLoadError:
         if registry.strict:
             raise
@@ -109,6 +114,7 @@ def _status(registry: PluginManager, record: PluginRecord) -> BackendStatus:
         priority=backend.priority,
         aliases=tuple(backend.aliases),
         tasks=tasks,
+        unsupported=unsupported,
         auto_select=backend.auto_select,
         install_hint=backend.install_hint,
         **common,

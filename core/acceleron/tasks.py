@@ -41,8 +41,24 @@ SEQUENCE = "sequence"
 #: The time axis of a speech model's outputs: its feature encoder turns ``inputs_to_logits_ratio``
 #: waveform samples (the ``sequence`` axis of ``input_values``) into one frame.
 FRAMES = "frames"
+#: The batch axes of a task fed by several input groups (CLIP's towers): the pipeline gives each
+#: tower its own batch (candidate labels x images), so each group has its own symbolic batch.
+TEXT_BATCH = "text_batch"
+IMAGE_BATCH = "image_batch"
+#: The spatial axes of images (and of per-pixel outputs) for tasks whose models take any image size.
+HEIGHT = "height"
+WIDTH = "width"
 
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+#: The input groups of each modality, in graph input order. A single-group modality keeps the plain
+#: ``batch`` axis; a mixed one names each group's batch ``<group>_batch``.
+MODALITY_GROUPS: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "image": ("image",),
+    "audio": ("audio",),
+    "image-text": ("text", "image"),
+}
 
 
 # ---- plans: what a backend converts ---------------------------------------------------------------
@@ -162,8 +178,9 @@ class TaskKind(ABC):
         """The inputs a graph declaring ``declared`` gets at run time; the same rule on every backend.
 
         Declared inputs the caller did not give get their neutral value (``token_type_ids`` 0,
-        ``attention_mask`` 1, ``position_ids`` counted from the mask); given inputs the graph does
-        not declare are dropped when they hold that neutral value, and refused otherwise.
+        ``attention_mask`` and ``pixel_mask`` 1, ``position_ids`` counted from the mask); given
+        inputs the graph does not declare are dropped when they hold that neutral value, and
+        refused otherwise (a ``pixel_mask`` with padding, for instance).
         """
         return normalize_inputs(inputs, declared)
 
@@ -171,9 +188,18 @@ class TaskKind(ABC):
         return f"<task kind {self.name!r}>"
 
 
-def _neutral(name: str, like: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+def _neutral(name: str, given: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """The value of input ``name`` that changes nothing, shaped after the other inputs; None if none."""
     import torch
 
+    pixels = given.get("pixel_values")
+    if name == "pixel_mask" and pixels is not None and pixels.dim() == 4:  # no padded pixels
+        return torch.ones(pixels.shape[0], pixels.shape[2], pixels.shape[3], dtype=torch.long)
+    like = given.get("input_ids")
+    if like is None:
+        like = given.get("input_values")  # a batch of waveforms: its neutral mask is all ones too
+    if like is None:
+        return None
     if name == "token_type_ids":
         return torch.zeros_like(like, dtype=torch.long)
     if name == "attention_mask":
@@ -181,6 +207,7 @@ def _neutral(name: str, like: torch.Tensor, mask: torch.Tensor | None) -> torch.
     if name == "position_ids":
         from acceleron.kv_cache import position_ids_for
 
+        mask = given.get("attention_mask")
         full = mask if mask is not None else torch.ones_like(like, dtype=torch.long)
         return position_ids_for(full, like.shape[1])
     return None
@@ -189,14 +216,11 @@ def _neutral(name: str, like: torch.Tensor, mask: torch.Tensor | None) -> torch.
 def normalize_inputs(inputs: Mapping[str, torch.Tensor], declared: Sequence[str]) -> dict[str, torch.Tensor]:
     """See :meth:`TaskKind.prepare_inputs`."""
     given = {name: value for name, value in inputs.items() if value is not None}
-    like = given.get("input_ids")
-    if like is None:
-        like = given.get("input_values")  # a batch of waveforms: its neutral mask is all ones too
     result: dict[str, torch.Tensor] = {}
     for name in declared:
         value = given.get(name)
-        if value is None and like is not None:
-            value = _neutral(name, like, given.get("attention_mask"))
+        if value is None:
+            value = _neutral(name, given)
         if value is None:
             raise InvalidInputError(
                 f"the model needs the input {name!r}, which was not given (got {', '.join(given) or 'nothing'})."
@@ -205,7 +229,7 @@ def normalize_inputs(inputs: Mapping[str, torch.Tensor], declared: Sequence[str]
     for name, value in given.items():
         if name in result:
             continue
-        neutral = _neutral(name, like, given.get("attention_mask")) if like is not None else None
+        neutral = _neutral(name, given)
         if neutral is None or neutral.shape != value.shape or not bool((value == neutral).all()):
             raise InvalidInputError(
                 f"the model takes no input {name!r} (it takes {', '.join(declared)}); "
@@ -220,11 +244,19 @@ class SinglePass(TaskKind):
     name = "single-pass"
 
     def input_names(self, task: TaskSpec, model: PreTrainedModel) -> list[str]:
-        """The inputs the graph takes: the task's candidates that ``model.forward`` accepts."""
+        """The inputs the graph takes: each input group's candidates that ``model.forward`` accepts."""
         accepted = set(inspect.signature(model.forward).parameters)
-        if task.modality == "text":
+        names: list[str] = []
+        for group in task.input_groups:
+            names += self._group_inputs(group, task, model, accepted)
+        return names
+
+    @staticmethod
+    def _group_inputs(group: str, task: TaskSpec, model: PreTrainedModel, accepted: set[str]) -> list[str]:
+        if group == "text":
             return [name for name in _TEXT_INPUTS if name in accepted]
-        main = getattr(model, "main_input_name", None)
+        # A mixed model's main input is its text; its image tower takes pixel_values.
+        main = getattr(model, "main_input_name", None) if len(task.input_groups) == 1 else "pixel_values"
         if main not in accepted:
             raise TaskNotSupportedError(
                 f"{type(model).__name__} takes no {main!r} input, so acceleron cannot export it for {task.name}."
@@ -235,29 +267,50 @@ class SinglePass(TaskKind):
             return [str(main), "attention_mask"]
         return [str(main)]
 
+    @staticmethod
+    def _batch_axis(task: TaskSpec, group: str) -> str:
+        return BATCH if len(task.input_groups) == 1 else f"{group}_{BATCH}"
+
     def dynamic_axes(self, task: TaskSpec, input_names: Sequence[str]) -> dict[str, dict[int, str]]:
         axes: dict[str, dict[int, str]] = {}
         for name in input_names:
-            if task.modality == "text" or name in ("input_values", "attention_mask"):
-                axes[name] = {0: BATCH, 1: SEQUENCE}
+            group = _input_group(name)
+            batch = self._batch_axis(task, group)
+            if group == "text" or name == "input_values":
+                axes[name] = {0: batch, 1: SEQUENCE}
+            elif group == "image" and task.any_image_size:
+                axes[name] = {0: batch, 2: HEIGHT, 3: WIDTH}
             else:  # pixel_values, input_features: only the batch varies
-                axes[name] = {0: BATCH}
+                axes[name] = {0: batch}
         for name, output_axes in task.outputs.items():
             axes[name] = dict(output_axes)
         return axes
 
     def example_inputs(
-        self, task: TaskSpec, model: PreTrainedModel, batch_size: int = 2, sequence_length: int = 8, seed: int = 0
+        self,
+        task: TaskSpec,
+        model: PreTrainedModel,
+        batch_size: int = 2,
+        sequence_length: int = 8,
+        seed: int = 0,
+        image_size: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Deterministic inputs; text inputs pad the last row, so exports see a real attention mask."""
+        """Deterministic inputs; text inputs pad the last row, so exports see a real attention mask.
+
+        Images are ``image_size`` (height, width), by default the config's ``image_size`` (224 when
+        it has none). In a mixed task the image batch is one larger than the text batch, so that no
+        trace can mistake the two batch axes for one.
+        """
         import torch
 
         generator = torch.Generator().manual_seed(seed)
         config = model.config
         names = self.input_names(task, model)
         inputs: dict[str, torch.Tensor] = {}
-        if task.modality == "text":
-            vocab_size = int(getattr(config, "vocab_size", 100))
+        mixed = len(task.input_groups) > 1
+        if "text" in task.input_groups:
+            text_config = getattr(config, "text_config", None) if mixed else config
+            vocab_size = int(getattr(text_config, "vocab_size", 100))
             low = min(5, vocab_size - 1)
             inputs["input_ids"] = torch.randint(
                 low, vocab_size, (batch_size, sequence_length), generator=generator, dtype=torch.long
@@ -267,12 +320,14 @@ class SinglePass(TaskKind):
                 mask[-1, sequence_length // 2 :] = 0
             inputs["attention_mask"] = mask
             inputs["token_type_ids"] = torch.zeros(batch_size, sequence_length, dtype=torch.long)
-        elif task.modality == "image":
-            channels = int(getattr(config, "num_channels", 3))
-            size = getattr(config, "image_size", 224)
-            height, width = (size, size) if isinstance(size, int) else tuple(size)
-            inputs["pixel_values"] = torch.randn(batch_size, channels, height, width, generator=generator)
-        elif task.modality == "audio":
+        if "image" in task.input_groups:
+            image_config = getattr(config, "vision_config", None) if mixed else config
+            channels = int(getattr(image_config, "num_channels", 3))
+            size = getattr(image_config, "image_size", 224)
+            height, width = image_size or ((size, size) if isinstance(size, int) else tuple(size))
+            images = batch_size + 1 if mixed else batch_size
+            inputs["pixel_values"] = torch.randn(images, channels, height, width, generator=generator)
+        if "audio" in task.input_groups:
             if names[0] == "input_features":
                 frames = int(getattr(config, "max_length", 1024))
                 bins = int(getattr(config, "num_mel_bins", 128))
@@ -321,11 +376,25 @@ class SinglePass(TaskKind):
     def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
         import torch
 
-        inputs = self.example_inputs(plan.task, plan.model, batch_size=3, sequence_length=11, seed=1)
+        # A task whose models take any image size is validated at another size than it was traced at.
+        traced = plan.graph.example_inputs.get("pixel_values")
+        other_size = (
+            (traced.shape[2] + 8, traced.shape[3] + 16) if plan.task.any_image_size and traced is not None else None
+        )
+        inputs = self.example_inputs(
+            plan.task, plan.model, batch_size=3, sequence_length=11, seed=1, image_size=other_size
+        )
         with torch.inference_mode():
             outputs = plan.model(**inputs)
         reference = {name: outputs[name] for name in plan.task.output_names if outputs.get(name) is not None}
         return [ValidationCase("forward", inputs, reference, list(plan.task.output_names))]
+
+
+def _input_group(name: str) -> str:
+    """The input group a graph input belongs to (see :data:`MODALITY_GROUPS`)."""
+    if name in _TEXT_INPUTS:
+        return "text"
+    return "image" if name == "pixel_values" else "audio"
 
 
 #: Model types whose position ids start after the padding index (RoBERTa's scheme): the table holds
@@ -407,6 +476,9 @@ class TaskSpec:
 
     ``outputs`` maps each output name the backend must produce to its dynamic axes
     (axis index -> symbolic name). ``classifier`` tasks are validated on argmax agreement too.
+    ``modality`` is a key of :data:`MODALITY_GROUPS` (``image-text`` for models with a text and an
+    image tower in one graph). ``output_class`` names a class of ``transformers.modeling_outputs``,
+    or a dotted path for one defined in a model's module.
     """
 
     name: str
@@ -418,10 +490,18 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()
     classifier: bool = False
     kind: TaskKind = SINGLE_PASS
+    #: True when the task's models take images of any size (convolutional ones): height and width are
+    #: dynamic axes, and exports are validated at another size than they were traced at.
+    any_image_size: bool = False
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(self.outputs)
+
+    @property
+    def input_groups(self) -> tuple[str, ...]:
+        """The groups of inputs the graph takes (see :data:`MODALITY_GROUPS`)."""
+        return MODALITY_GROUPS[self.modality]
 
     @property
     def generative(self) -> bool:
@@ -451,10 +531,18 @@ class TaskSpec:
 
     def wrap_outputs(self, outputs: Mapping[str, torch.Tensor]) -> ModelOutput:
         """Build the transformers ``ModelOutput`` a stock pipeline expects from this task's model."""
-        from transformers import modeling_outputs
-
-        cls = getattr(modeling_outputs, self.output_class)
+        cls = _output_class(self.output_class)
         return cls(**{name: outputs[name] for name in self.output_names if name in outputs})
+
+
+def _output_class(name: str) -> type[ModelOutput]:
+    """``SequenceClassifierOutput`` from ``transformers.modeling_outputs``, or a dotted path's class."""
+    import importlib
+
+    module_name, _, class_name = name.rpartition(".")
+    module = importlib.import_module(module_name or "transformers.modeling_outputs")
+    cls: type[ModelOutput] = getattr(module, class_name)
+    return cls
 
 
 def _token_level(*names: str) -> dict[str, dict[int, str]]:
@@ -563,6 +651,52 @@ _TASKS: tuple[TaskSpec, ...] = (
         classifier=True,
         kind=CAUSAL_LM,
     ),
+    # ---- vision: single-pass image models (and CLIP, text and image towers in one graph) ----
+    TaskSpec(
+        name="object-detection",
+        auto_class="AutoModelForObjectDetection",
+        output_class="transformers.models.yolos.modeling_yolos.YolosObjectDetectionOutput",
+        modality="image",
+        outputs={"logits": {0: BATCH}, "pred_boxes": {0: BATCH}},
+        mapping_names="MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
+    ),
+    TaskSpec(
+        name="image-segmentation",
+        auto_class="AutoModelForSemanticSegmentation",
+        output_class="SemanticSegmenterOutput",
+        modality="image",
+        outputs={"logits": {0: BATCH, 2: f"logits_{HEIGHT}", 3: f"logits_{WIDTH}"}},
+        mapping_names="MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+        any_image_size=True,
+    ),
+    TaskSpec(
+        name="depth-estimation",
+        auto_class="AutoModelForDepthEstimation",
+        output_class="DepthEstimatorOutput",
+        modality="image",
+        outputs={"predicted_depth": {0: BATCH}},
+        mapping_names="MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",
+    ),
+    TaskSpec(
+        name="image-feature-extraction",
+        auto_class="AutoModel",
+        output_class="BaseModelOutputWithPooling",
+        modality="image",
+        outputs={"last_hidden_state": {0: BATCH}, "pooler_output": {0: BATCH}},
+        mapping_names="MODEL_FOR_IMAGE_MAPPING_NAMES",
+    ),
+    TaskSpec(
+        name="zero-shot-image-classification",
+        auto_class="AutoModelForZeroShotImageClassification",
+        output_class="transformers.models.clip.modeling_clip.CLIPOutput",
+        modality="image-text",
+        outputs={
+            "logits_per_image": {0: IMAGE_BATCH, 1: TEXT_BATCH},
+            "logits_per_text": {0: TEXT_BATCH, 1: IMAGE_BATCH},
+        },
+        mapping_names="MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+        classifier=True,
+    ),
 )
 
 #: Every task by name: its first entry in the table (its only one, so far, for every task).
@@ -633,10 +767,16 @@ def infer_task(model_dir: str | Path) -> str:
         architectures = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
     except (OSError, ValueError) as error:
         raise TaskNotSupportedError(f"cannot infer the task: {config_path} is unreadable ({error}).") from error
+    # An architecture may be in several mappings (ViTModel: every base model, and the image ones);
+    # the narrowest mapping holding it names the task.
     for architecture in architectures:
-        for spec in _TASKS:
-            if architecture in architectures_in(spec.mapping_names):
-                return spec.name
+        matches: list[tuple[int, int, str]] = []
+        for order, spec in enumerate(_TASKS):
+            names = architectures_in(spec.mapping_names)
+            if architecture in names:
+                matches.append((len(names), order, spec.name))
+        if matches:
+            return min(matches)[2]
     raise TaskNotSupportedError(
         f"cannot infer the task of {model_dir} from its architectures {architectures or '(none)'}; "
         f"pass task=... (one of {', '.join(TASKS)})."

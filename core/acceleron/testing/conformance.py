@@ -14,10 +14,12 @@ token type ids, RoBERTa and DistilBERT without), that the stock pipeline's label
 that ``save_pretrained``/``from_pretrained`` round-trips without exporting again, that
 unsupported tasks are refused with ``TaskNotSupportedError``, that an absurd ``num_threads`` is
 refused with ``InvalidOptionError`` before the runtime sees it, that concurrent calls from threads
-give the serial results, and that a backend claiming text-generation either generates the
-tokens PyTorch generates or is refused at export with an ``ExportError``, nothing cached.
+give the serial results, that the vision pipelines (object detection, segmentation, depth, image
+features, zero-shot image classification) give the stock pipeline's results in float32, and that a
+backend claiming text-generation either generates the tokens PyTorch generates or is refused at
+export with an ``ExportError``, nothing cached.
 
-Needs pytest, torch and transformers (and Pillow for the image model).
+Needs pytest, torch and transformers (and Pillow for the image models).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from acceleron.testing.tiny import (
     CAUSAL_LM_FAMILIES,
     TEXT_ARCHITECTURES,
     TEXT_TASKS,
+    VISION_ARCHITECTURES,
+    ZERO_SHOT_IMAGE_LABELS,
     build_tiny_model,
     outputs_close,
     sample_inputs,
@@ -50,7 +54,30 @@ def _model_cases(suite: type[BackendConformance]) -> list[tuple[str, str]]:
     cases += [("image-classification", arch) for arch in suite.image_architectures]
     cases += [("audio-classification", arch) for arch in suite.audio_architectures]
     cases += [("automatic-speech-recognition", arch) for arch in suite.speech_architectures]
+    cases += [(task, VISION_ARCHITECTURES[task]) for task in suite.vision_tasks]
     return cases
+
+
+def _comparable(result: Any) -> Any:
+    """A pipeline result with images (masks, depth maps) as integer arrays and tensors as arrays."""
+    import numpy as np
+
+    if isinstance(result, dict):
+        return {key: _comparable(value) for key, value in result.items()}
+    if isinstance(result, (list, tuple)):
+        return [_comparable(value) for value in result]
+    if hasattr(result, "getdata"):  # a PIL image
+        return np.asarray(result).astype(np.int64)
+    if hasattr(result, "detach"):
+        return result.detach().float().numpy()
+    return result
+
+
+#: Call arguments of the vision pipelines in the suite (every box is kept, however unlikely).
+_VISION_CALLS: dict[str, dict[str, Any]] = {
+    "object-detection": {"threshold": 0.0},
+    "zero-shot-image-classification": {"candidate_labels": ZERO_SHOT_IMAGE_LABELS},
+}
 
 
 class BackendConformance:
@@ -66,6 +93,8 @@ class BackendConformance:
     #: CTC speech-recognition models: wav2vec2-base style (no attention mask from the feature
     #: extractor) and wav2vec2-large-lv60 style (masked batches).
     speech_architectures: ClassVar[tuple[str, ...]] = AUDIO_ARCHITECTURES
+    #: Vision tasks checked, each on its tiny architecture (:data:`~acceleron.testing.tiny.VISION_ARCHITECTURES`).
+    vision_tasks: ClassVar[tuple[str, ...]] = tuple(VISION_ARCHITECTURES)
 
     #: Causal-LM families the text-generation checks run on (when the backend supports the task).
     causal_lm_families: ClassVar[tuple[str, ...]] = CAUSAL_LM_FAMILIES
@@ -73,10 +102,13 @@ class BackendConformance:
     generation_tokens: ClassVar[int] = 64
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        """Parametrise ``case`` (task, architecture) and ``family`` (causal LM) from the class attributes."""
+        """Parametrise ``case`` (task, architecture), ``vision_task``, ``arch`` (text) and ``family`` (causal LM)
+        from the class attributes."""
         if "case" in metafunc.fixturenames:
             cases = _model_cases(type(self))
             metafunc.parametrize("case", cases, ids=[f"{task}-{arch}" for task, arch in cases])
+        if "vision_task" in metafunc.fixturenames:
+            metafunc.parametrize("vision_task", list(type(self).vision_tasks))
         if "arch" in metafunc.fixturenames:
             metafunc.parametrize("arch", list(type(self).text_architectures))
         if "speech_arch" in metafunc.fixturenames:
@@ -200,12 +232,13 @@ class BackendConformance:
         unsupported = sorted(set(TASKS) - set(backend.supported_tasks()))
         if not unsupported:
             pytest.skip(f"{self.backend_name} supports every task")
-        with pytest.raises(TaskNotSupportedError, match=unsupported[0]):
+        with pytest.raises(TaskNotSupportedError, match=unsupported[0]) as refused:
             pipeline(
                 unsupported[0],
                 model=tiny_models("text-classification", "bert"),
                 accelerator=self.backend_name,
             )
+        assert backend.unsupported_reason(unsupported[0]) in str(refused.value), "the refusal must give the reason"
 
     def test_absurd_thread_counts_are_refused_before_the_runtime(self, backend: Any, tiny_models: Any) -> None:
         # libgomp kills the process on num_threads=10**9 (torch, IPEX): the core must refuse it first.
@@ -235,6 +268,44 @@ class BackendConformance:
         expected = reference(task, model=folder)(sentences, batch_size=4)
         got = ours(sentences, batch_size=4)
         assert [r["label"] for r in got] == [r["label"] for r in expected]
+        assert outputs_close(got, expected, atol=self.pipeline_atol)
+
+    def test_vision_pipeline_matches_transformers(
+        self, backend: Any, export_cache: Any, tiny_models: Any, vision_task: str
+    ) -> None:
+        """The stock vision pipeline's labels, boxes and masks exactly, its scores and depths within tolerance.
+
+        Images of different sizes, two to a batch. Exact boxes and masks hold in float32 only; in a
+        reduced precision the export check above covers the task at that precision's tolerance.
+        """
+        import transformers
+
+        from acceleron import pipeline
+
+        if vision_task not in backend.supported_tasks():
+            pytest.skip(f"{self.backend_name} does not support {vision_task}")
+        folder = str(tiny_models(vision_task, VISION_ARCHITECTURES[vision_task]))
+        ours = pipeline(
+            vision_task,
+            model=folder,
+            accelerator=self.backend_name,
+            accelerator_options=dict(self.options),
+            model_kwargs={"export_cache": export_cache},
+        )
+        optimized: Any = ours.model
+        if not self._float32(optimized):
+            pytest.skip(f"boxes and masks are compared exactly in float32 only, not {optimized.options.compute_dtype}")
+        reference: Any = transformers.pipeline
+        stock = reference(vision_task, model=folder)
+        assert isinstance(ours, type(stock))
+        images = sample_inputs(vision_task, 5)
+        call = _VISION_CALLS.get(vision_task, {})
+        expected = _comparable(stock(images, batch_size=2, **call))
+        got = _comparable(ours(images, batch_size=2, **call))
+        if vision_task == "depth-estimation":
+            # The depth image is the depth scaled to 0-255 and truncated: one level either way is rounding.
+            for ours_item, stock_item in zip(got, expected):
+                assert outputs_close(ours_item.pop("depth"), stock_item.pop("depth"), atol=1.0, rtol=0.0)
         assert outputs_close(got, expected, atol=self.pipeline_atol)
 
     def test_over_length_input_is_refused_and_the_process_survives(

@@ -351,12 +351,120 @@ def _audio_parts(arch: str, task: str) -> tuple[Any, list[Any]]:
     return config, preprocessors
 
 
+# ---- vision: one tiny architecture per task, with its slow (PIL) image processor ----
+
+#: The architecture :func:`build_tiny_model` builds for each vision task.
+VISION_ARCHITECTURES: dict[str, str] = {
+    "object-detection": "yolos",
+    "image-segmentation": "segformer",
+    "depth-estimation": "dpt",
+    "image-feature-extraction": "vit",
+    "zero-shot-image-classification": "clip",
+}
+#: Candidate labels for zero-shot-image-classification (words of the tiny CLIP's vocabulary).
+ZERO_SHOT_IMAGE_LABELS = ["cat", "dog", "bird"]
+#: Weights wider than transformers' default initialisation, so that random outputs differ between
+#: boxes, labels and pixels instead of tying (a tie makes the order of results arbitrary).
+_VISION_INIT = 0.3
+_TINY_VIT: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "initializer_range": _VISION_INIT,
+}
+
+
+def _clip_tokenizer() -> Any:
+    """A WordPiece tokenizer whose vocabulary holds the zero-shot labels and the pipeline's template words."""
+    import transformers
+
+    vocab = _wordpiece_vocab()
+    for word in ("photo", *ZERO_SHOT_IMAGE_LABELS):
+        vocab.setdefault(word, len(vocab))
+    bert: Any = transformers.BertTokenizerFast  # type: ignore[attr-defined]
+    return bert(vocab=vocab, do_lower_case=True, model_max_length=64)
+
+
+def _vision_parts(task: str) -> tuple[Any, list[Any]]:
+    """The config and preprocessors of the tiny model of a vision task; images are resized to 32x32."""
+    import transformers
+
+    square = {"height": 32, "width": 32}
+    if task == "object-detection":
+        yolos = transformers.YolosConfig(
+            image_size=[32, 32], patch_size=8, num_detection_tokens=4, **_TINY_VIT, **_labels(IMAGE_LABELS)
+        )
+        return yolos, [transformers.YolosImageProcessorPil(size=square)]
+    if task == "image-segmentation":
+        segformer = transformers.SegformerConfig(
+            num_encoder_blocks=2,
+            depths=[1, 1],
+            sr_ratios=[2, 1],
+            hidden_sizes=[16, 32],
+            patch_sizes=[7, 3],
+            strides=[4, 2],
+            num_attention_heads=[1, 2],
+            mlp_ratios=[2, 2],
+            decoder_hidden_size=32,
+            initializer_range=_VISION_INIT,
+            **_labels(IMAGE_LABELS),
+        )
+        segformer.image_size = 32  # SegFormer takes any size; the export plan traces at image_size
+        return segformer, [transformers.SegformerImageProcessorPil(size=square)]
+    if task == "depth-estimation":
+        # DPT's head multiplies the scale through four fusion stages: a narrower init keeps depths near 1.
+        dpt = transformers.DPTConfig(
+            image_size=32,
+            patch_size=8,
+            **{**_TINY_VIT, "num_hidden_layers": 4, "initializer_range": 0.1},
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 16, 32, 32],
+            fusion_hidden_size=16,
+        )
+        return dpt, [transformers.DPTImageProcessorPil(size=square)]
+    if task == "image-feature-extraction":
+        vit = transformers.ViTConfig(image_size=32, patch_size=8, **_TINY_VIT)
+        return vit, [transformers.ViTImageProcessorPil(size=square)]
+    if task == "zero-shot-image-classification":
+        tokenizer = _clip_tokenizer()
+        clip = transformers.CLIPConfig(
+            text_config={
+                **_TINY_VIT,
+                "vocab_size": len(tokenizer),
+                "max_position_embeddings": 64,
+                "pad_token_id": 0,
+                "bos_token_id": tokenizer.cls_token_id,
+                "eos_token_id": tokenizer.sep_token_id,  # the text tower pools at the first [SEP]
+            },
+            vision_config={"image_size": 32, "patch_size": 8, **_TINY_VIT},
+            projection_dim=16,
+            initializer_factor=10.0,  # CLIP scales its init by this, not by initializer_range
+        )
+        processor = transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size=square)
+        return clip, [processor, tokenizer]
+    raise ValueError(f"no tiny vision model for {task!r}; choose one of {', '.join(VISION_ARCHITECTURES)}")
+
+
+def _vary_zero_initialised(model: Any) -> None:
+    """YOLOS starts its detection tokens and positions at zero: every detection would be the same box."""
+    import torch
+
+    embeddings = getattr(getattr(model, "vit", None), "embeddings", None)
+    with torch.no_grad():
+        for name in ("detection_tokens", "position_embeddings"):
+            parameter = getattr(embeddings, name, None)
+            if parameter is not None and not bool(parameter.any()):
+                parameter.normal_(std=_VISION_INIT)
+
+
 def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, seed: int = 0) -> Path:
     """Write a tiny random model for ``task`` (weights, config, preprocessor) into ``directory``.
 
     Text tasks take ``arch`` in :data:`TEXT_ARCHITECTURES`, audio tasks (audio-classification,
     automatic-speech-recognition with a CTC head) one in :data:`AUDIO_ARCHITECTURES`;
-    image-classification builds a ViT. The same seed gives the same weights.
+    image-classification builds a ViT, and each vision task its :data:`VISION_ARCHITECTURES` entry.
+    The same seed gives the same weights.
     """
     import torch
     import transformers
@@ -367,6 +475,18 @@ def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, 
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     preprocessors: list[Any]
+    if task in VISION_ARCHITECTURES:
+        if arch not in (None, VISION_ARCHITECTURES[task]):
+            raise ValueError(f"the tiny {task} model is a {VISION_ARCHITECTURES[task]}, not {arch!r}")
+        config, preprocessors = _vision_parts(task)
+        torch.manual_seed(seed)
+        vision_model = getattr(transformers, spec.auto_class).from_config(config)
+        _vary_zero_initialised(vision_model)
+        vision_model.eval()
+        vision_model.save_pretrained(target)
+        for part in preprocessors:
+            part.save_pretrained(target)
+        return target
     if spec.modality == "text":
         tokenizer = tiny_tokenizer(arch or "bert")
         config, preprocessors = _text_config(arch or "bert", task, len(tokenizer)), [tokenizer]
@@ -408,6 +528,11 @@ def sample_inputs(task: str, count: int = 4, mask_token: str = "[MASK]") -> list
         from PIL import Image
 
         return [Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)) for _ in range(count)]
+    if task in VISION_ARCHITECTURES:  # sizes differ: boxes, masks and depth maps scale back to each
+        from PIL import Image
+
+        shapes = [(40 + 8 * i, 48 - 4 * i, 3) for i in range(count)]
+        return [Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)) for shape in shapes]
     if task == "audio-classification":
         return [rng.standard_normal(4000 + 800 * i).astype(np.float32) for i in range(count)]
     if task == "automatic-speech-recognition":

@@ -37,6 +37,16 @@ class OpenVINOBackend(Backend):
     runtime_modules = ("openvino", "torch", "nncf")
     options_class = OpenVINOOptions
     dtypes = ("auto", "float32", "bfloat16", "int8")
+    # Found with tiny YOLOS and DPT models on openvino 2026.4: they export, validate and run, but the
+    # compiled-model cache (CACHE_MODE=OPTIMIZE_SIZE) gives them back with broken Reshape patterns
+    # on the next load, so every later process would fail.
+    unsupported_tasks = {
+        task: (
+            "OpenVINO's compiled-model cache (CACHE_MODE=OPTIMIZE_SIZE) reloads these graphs (YOLOS, DPT) "
+            "with broken Reshape patterns, so a second load fails; use accelerator='ort' or 'ipex'"
+        )
+        for task in ("object-detection", "depth-estimation")
+    }
 
     def availability(self) -> Availability:
         if distribution_version("openvino") is None or not module_installed("openvino"):

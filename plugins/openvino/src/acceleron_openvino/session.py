@@ -116,15 +116,20 @@ class OpenVINOSession(Session):
                 ) from error
             # The arrays alias the request's buffers, which the next call on it overwrites: copy
             # before giving the request back (this is the only copy of the outputs).
+            # Only a padded batch is cut back: a graph with several batch axes (CLIP's text and image
+            # towers) has outputs whose first axis is not the first input's.
             return {
-                name: torch.from_numpy(results[index][:rows].copy()) for index, name in enumerate(self.output_names)
+                name: torch.from_numpy((results[index] if rows is None else results[index][:rows]).copy())
+                for index, name in enumerate(self.output_names)
             }
 
-    def _fit_static_shapes(self, feed: dict[str, np.ndarray]) -> int:
-        """Check inputs against static axes; pad a short batch with zero rows. Returns the real row count."""
+    def _fit_static_shapes(self, feed: dict[str, np.ndarray]) -> int | None:
+        """Check inputs against static axes; pad a short batch with zero rows. Returns the real row
+        count when a batch was padded, else None."""
         import numpy as np
 
         rows = next(iter(feed.values())).shape[0]
+        padded = False
         for spec in self.inputs:
             if all(size < 0 for size in spec.shape):
                 continue
@@ -138,7 +143,8 @@ class OpenVINOSession(Session):
             if padded_batch:
                 padding = np.zeros((spec.shape[0] - array.shape[0], *array.shape[1:]), dtype=array.dtype)
                 feed[spec.name] = np.concatenate([array, padding])
-        return rows
+                padded = True
+        return rows if padded else None
 
     def _static_mismatch(self, spec: InputSpec, shape: tuple[int, ...]) -> str:
         wanted = "x".join("?" if size < 0 else str(size) for size in spec.shape)

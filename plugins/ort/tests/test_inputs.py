@@ -111,9 +111,9 @@ class _Recording:
         self.fed: dict[str, np.ndarray] = {}
         self.returned: list[np.ndarray] = []
 
-    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, names: list[str], feeds: dict[str, np.ndarray], run_options: Any = None) -> list[np.ndarray]:
         self.fed = feeds
-        self.returned = self.session.run(names, feeds)
+        self.returned = self.session.run(names, feeds, run_options)
         return self.returned
 
     def __getattr__(self, name: str) -> Any:

@@ -151,6 +151,18 @@ class BackendConformance:
 
         return get
 
+    def _pipeline(self, task: str, folder: str, cache: Any) -> Any:
+        """``acceleron.pipeline`` for ``task`` on this backend with the suite's options and export cache."""
+        from acceleron import pipeline
+
+        return pipeline(
+            task,
+            model=folder,
+            accelerator=self.backend_name,
+            accelerator_options=dict(self.options),
+            model_kwargs={"export_cache": cache},
+        )
+
     def _load(self, backend: Any, folder: Path, task: str, cache: Any, **kwargs: Any) -> Any:
         return self.load(
             backend, folder, task=task, export_cache=cache, strict=True, **{**dict(self.options), **kwargs}
@@ -249,20 +261,12 @@ class BackendConformance:
         """The stock pipeline's labels and scores, whatever inputs the architecture's tokenizer emits."""
         import transformers
 
-        from acceleron import pipeline
-
         task = "text-classification"
         if task not in backend.supported_tasks():
             pytest.skip(f"{self.backend_name} does not support {task}")
         folder = str(tiny_models(task, arch))
         sentences = sample_inputs(task, 6)
-        ours = pipeline(
-            task,
-            model=folder,
-            accelerator=self.backend_name,
-            accelerator_options=dict(self.options),
-            model_kwargs={"export_cache": export_cache},
-        )
+        ours = self._pipeline(task, folder, export_cache)
         assert isinstance(ours, transformers.TextClassificationPipeline)
         reference: Any = transformers.pipeline
         expected = reference(task, model=folder)(sentences, batch_size=4)
@@ -280,18 +284,10 @@ class BackendConformance:
         """
         import transformers
 
-        from acceleron import pipeline
-
         if vision_task not in backend.supported_tasks():
             pytest.skip(f"{self.backend_name} does not support {vision_task}")
         folder = str(tiny_models(vision_task, VISION_ARCHITECTURES[vision_task]))
-        ours = pipeline(
-            vision_task,
-            model=folder,
-            accelerator=self.backend_name,
-            accelerator_options=dict(self.options),
-            model_kwargs={"export_cache": export_cache},
-        )
+        ours = self._pipeline(vision_task, folder, export_cache)
         optimized: Any = ours.model
         if not self._float32(optimized):
             pytest.skip(f"boxes and masks are compared exactly in float32 only, not {optimized.options.compute_dtype}")
@@ -314,20 +310,13 @@ class BackendConformance:
         """Text longer than the position table raises InputTooLongError before the runtime reads past it."""
         import transformers
 
-        from acceleron import pipeline
         from acceleron.errors import InputTooLongError
 
         task = "text-classification"
         if task not in backend.supported_tasks():
             pytest.skip(f"{self.backend_name} does not support {task}")
         folder = str(tiny_models(task, "bert"))
-        pipe = pipeline(
-            task,
-            model=folder,
-            accelerator=self.backend_name,
-            accelerator_options=dict(self.options),
-            model_kwargs={"export_cache": export_cache},
-        )
+        pipe = self._pipeline(task, folder, export_cache)
         too_long = " ".join(["movie"] * 200)  # the tiny models hold 72 positions
         for _ in range(3):  # a second over-length call used to crash OpenVINO
             with pytest.raises(InputTooLongError, match="truncation=True"):
@@ -349,8 +338,6 @@ class BackendConformance:
         """
         import transformers
 
-        from acceleron import pipeline
-
         task = "automatic-speech-recognition"
         if task not in backend.supported_tasks():
             pytest.skip(f"{self.backend_name} does not support {task}")
@@ -361,13 +348,7 @@ class BackendConformance:
                 "test_export_matches_pytorch checks this precision's logits"
             )
         folder = str(tiny_models(task, speech_arch))
-        ours = pipeline(
-            task,
-            model=folder,
-            accelerator=self.backend_name,
-            accelerator_options=dict(self.options),
-            model_kwargs={"export_cache": export_cache},
-        )
+        ours = self._pipeline(task, folder, export_cache)
         assert isinstance(ours, transformers.AutomaticSpeechRecognitionPipeline)
         assert ours.type == "ctc"
         transcribe: Any = ours  # its __call__ is typed for one input; it takes lists as well
@@ -388,18 +369,11 @@ class BackendConformance:
             assert transcribe(waveforms, **call) == expected, call
 
     def test_concurrent_calls_match_serial(self, backend: Any, export_cache: Any, tiny_models: Any) -> None:
-        from acceleron import pipeline
 
         task = "text-classification"
         if task not in backend.supported_tasks():
             pytest.skip(f"{self.backend_name} does not support {task}")
-        pipe = pipeline(
-            task,
-            model=str(tiny_models(task, "bert")),
-            accelerator=self.backend_name,
-            accelerator_options=dict(self.options),
-            model_kwargs={"export_cache": export_cache},
-        )
+        pipe = self._pipeline(task, str(tiny_models(task, "bert")), export_cache)
         sentences = sample_inputs(task, 6)
         serial = [pipe(sentence) for sentence in sentences]
         results: dict[int, Any] = {}

@@ -166,16 +166,16 @@ def test_a_waveform_without_its_mask_gets_an_all_ones_one_and_an_all_ones_mask_m
 
 def test_a_task_served_by_several_kinds_picks_its_entry_by_architecture() -> None:
     """Speech recognition: CTC models single-pass; a later encoder-decoder entry for Whisper, same name."""
-    from dataclasses import replace
-
-    from acceleron.tasks import select_variant, task_variants
+    from acceleron.tasks import Seq2SeqLM, SinglePass, select_variant, task_variants
 
     ctc = get_task("automatic-speech-recognition")
-    assert task_variants("asr") == (ctc,)
+    assert isinstance(ctc.kind, SinglePass)
+    variants = task_variants("asr")
+    assert variants[0] is ctc and len(variants) == 2
+    seq2seq = variants[1]
+    assert isinstance(seq2seq.kind, Seq2SeqLM) and seq2seq.auto_class == "AutoModelForSpeechSeq2Seq"
     assert get_task("asr", ["Wav2Vec2ForCTC"]) is ctc
-    seq2seq = replace(
-        ctc, auto_class="AutoModelForSpeechSeq2Seq", mapping_names="MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"
-    )
+    assert get_task("speech-recognition", ["WhisperForConditionalGeneration"]) is seq2seq
     assert select_variant((ctc, seq2seq), ["WhisperForConditionalGeneration"]) is seq2seq
     assert select_variant((ctc, seq2seq), ["Wav2Vec2ForCTC"]) is ctc
     assert select_variant((ctc, seq2seq), []) is ctc  # no config: the default entry

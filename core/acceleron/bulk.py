@@ -148,7 +148,7 @@ def prepare_model(
     backend, spec, manifest, folder = located.backend, located.task, located.manifest, located.folder
     file_name: str | None = _relative(located.artifact, folder)
     in_cache = manifest.get("key") == folder.name  # only the export cache's entries record their key
-    exported = located.session is not None  # a session comes back only from the call that built the entry
+    exported = located.sessions is not None  # sessions come back only from the call that built the entry
     del located  # the workers load their own session; this one was only needed to validate the export
     if manifest.get("options"):
         # The artifact fixes what it was made with (a bf16 export stays bf16); workers get the same.

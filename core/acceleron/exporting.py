@@ -9,6 +9,7 @@ cached; ``strict`` only decides whether a numeric difference beyond the toleranc
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +17,10 @@ import acceleron
 from acceleron import progress
 from acceleron.backend import Backend, Options, Session, distribution_version, source_digest
 from acceleron.cache import CacheEntry, ExportCache, cache_key
-from acceleron.errors import AcceleronError, ExportError
+from acceleron.errors import AcceleronError, ArtifactLoadError, ExportError
 from acceleron.sources import ModelSource, copy_preprocessor_files, source_fingerprint
-from acceleron.tasks import TaskSpec
-from acceleron.validate import ValidationReport, validate_session
+from acceleron.tasks import ExportPlan, TaskSpec
+from acceleron.validate import ValidationReport, validate_sessions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -74,11 +75,11 @@ def export_to_cache(
     trust_remote_code: bool = False,
     validate: bool = True,
     strict: bool = False,
-) -> tuple[CacheEntry, Session | None]:
+) -> tuple[CacheEntry, dict[str, Session] | None]:
     """Export ``source`` for ``task`` to ``backend`` into the cache, or find the cached export.
 
-    Returns the entry and, when this call built it, the session it was validated with (so the
-    caller does not compile it again); None on a cache hit.
+    Returns the entry and, when this call built it, the sessions (one per graph) it was validated
+    with (so the caller does not compile them again); None on a cache hit.
     """
     parts = export_key_parts(source, task, backend, options)
     key = cache_key(parts)
@@ -89,26 +90,28 @@ def export_to_cache(
         with progress.stage(f"exporting {source} ({task.name}) to {backend.name}"):
             try:
                 plan = backend.prepare_plan(task.plan(torch_model), options)
-                artifact = Path(backend.export(plan, folder, options))
+                graphs = _export_graphs(backend, plan, folder, options)
             except AcceleronError:
                 raise
             except Exception as error:
                 raise ExportError(
                     f"exporting {source} for {task.name} to {backend.name} failed: {type(error).__name__}: {error}"
                 ) from error
-        if not artifact.is_file() or folder.resolve() not in artifact.resolve().parents:
-            raise ExportError(f"backend {backend.name!r} export returned {artifact}, not a file inside {folder}")
         copy_preprocessor_files(source.path, folder)
         state["plan"] = plan
-        return {"artifact": artifact.resolve().relative_to(folder.resolve()).as_posix(), "validation": None}
+        relative = {name: path.resolve().relative_to(folder.resolve()).as_posix() for name, path in graphs.items()}
+        result: dict[str, Any] = {"artifact": next(iter(relative.values())), "validation": None}
+        if len(relative) > 1:
+            result["graphs"] = relative
+        return result
 
     def load_and_validate(entry: CacheEntry) -> dict[str, Any]:
-        session = backend.load(entry.path / entry.manifest["artifact"], task, options)
-        state["session"] = session
+        sessions = load_sessions(backend, graph_artifacts(entry.path, entry.manifest, task), task, options)
+        state["sessions"] = sessions
         if not validate:
             return {}
         with progress.stage("validating the export against PyTorch"):
-            report = validate_session(session, state["plan"])
+            report = validate_sessions(sessions, state["plan"])
         (logger.info if report.passed else logger.warning)("acceleron: %s", report.summary())
         progress.note(report.summary())
         if report.structural:
@@ -133,7 +136,57 @@ def export_to_cache(
     entry = cache.get_or_build(key, build, describe=describe, after_commit=load_and_validate)
     state.pop("plan", None)  # the PyTorch model is not needed any more
     check_recorded_validation(entry.manifest, strict)
-    return entry, state.get("session")
+    return entry, state.get("sessions")
+
+
+def _export_graphs(backend: Backend, plan: ExportPlan, folder: Path, options: Options) -> dict[str, Path]:
+    """Export ``plan`` into ``folder``; returns each graph's artifact, the main one first.
+
+    A single-graph plan is the backend's export as it is. A plan of several graphs (an encoder and a
+    decoder) is exported one graph at a time, each into the subfolder named after it, so a backend
+    only ever converts one graph and names its files as it always does.
+    """
+    if len(plan.graphs) == 1:
+        artifacts = {plan.graphs[0].name: Path(backend.export(plan, folder, options))}
+    else:
+        artifacts = {}
+        for graph in plan.graphs:
+            subfolder = folder / graph.name
+            subfolder.mkdir()
+            artifacts[graph.name] = Path(backend.export(plan.single(graph), subfolder, options))
+    for name, artifact in artifacts.items():
+        if not artifact.is_file() or folder.resolve() not in artifact.resolve().parents:
+            raise ExportError(
+                f"backend {backend.name!r} export of graph {name!r} returned {artifact}, not a file inside {folder}"
+            )
+    return artifacts
+
+
+def graph_artifacts(folder: Path, manifest: Mapping[str, Any], task: TaskSpec) -> dict[str, Path]:
+    """Each graph's artifact in an export-cache entry or saved folder, by graph name, the main one first."""
+    graphs = manifest.get("graphs")
+    if isinstance(graphs, Mapping) and graphs:
+        return {str(name): folder / str(path) for name, path in graphs.items()}
+    return {task.kind.graph_names[0]: folder / str(manifest["artifact"])}
+
+
+def load_sessions(
+    backend: Backend, artifacts: Mapping[str, Path], task: TaskSpec, options: Options
+) -> dict[str, Session]:
+    """One session per graph artifact; the runtime's own failure becomes an :class:`ArtifactLoadError`."""
+    sessions: dict[str, Session] = {}
+    for name, artifact in artifacts.items():
+        try:
+            sessions[name] = backend.load(artifact, task, options)
+        except AcceleronError:
+            raise
+        except Exception as error:  # the runtime's own words for a truncated or mismatched file
+            raise ArtifactLoadError(
+                f"the {backend.name!r} backend cannot load {artifact}: {type(error).__name__}: {error}. "
+                "The file may be truncated, corrupt or made for another model or version: export it again "
+                "(export=True), or load the model from its PyTorch weights."
+            ) from error
+    return sessions
 
 
 def check_recorded_validation(manifest: dict[str, Any], strict: bool) -> None:

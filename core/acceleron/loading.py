@@ -21,14 +21,12 @@ from typing import TYPE_CHECKING, Any
 from acceleron.backend import Backend, Options, Session
 from acceleron.cache import ExportCache, confined_path, read_manifest
 from acceleron.errors import (
-    AcceleronError,
-    ArtifactLoadError,
     ArtifactNotFoundError,
     TaskNotSupportedError,
     UnsafePathError,
     UntrustedArtifactError,
 )
-from acceleron.exporting import check_recorded_validation, export_to_cache
+from acceleron.exporting import check_recorded_validation, export_to_cache, graph_artifacts, load_sessions
 from acceleron.selection import resolve_backend
 from acceleron.sources import ModelSource, check_inside, resolve_source
 from acceleron.tasks import CausalLM, TaskSpec, get_task, infer_task
@@ -51,6 +49,10 @@ class LoadedParts:
     preprocessor_dir: Path
     options: Options
     manifest: dict[str, Any]
+    #: Every graph's session by graph name, the main one (``session``) first.
+    sessions: dict[str, Session] = dataclasses.field(default_factory=dict)
+    #: Every graph's artifact by graph name, the main one (``artifact``) first.
+    artifacts: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
 def task_of(source: ModelSource, task: str | None) -> TaskSpec:
@@ -186,8 +188,10 @@ class Located:
     #: The folder holding the artifact, its config and preprocessors (the model's, or a cache entry).
     folder: Path
     manifest: dict[str, Any]
-    #: The validated session when this call exported the artifact (so it is not compiled again), else None.
-    session: Session | None
+    #: The validated sessions when this call exported the artifact (so it is not compiled again), else None.
+    sessions: dict[str, Session] | None
+    #: Every graph's artifact by name, the main one first (one entry for single-graph kinds).
+    artifacts: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
 def locate(
@@ -229,8 +233,9 @@ def locate(
     file_name = file_name or source.file_name
     if file_name is not None:
         _check_file_name(file_name, source)
-    artifact = None if export else backend.find_artifact(source.path, file_name)
-    session: Session | None = None
+    artifacts = {} if export else find_graph_artifacts(backend, source, spec, file_name)
+    artifact = next(iter(artifacts.values()), None)
+    sessions: dict[str, Session] | None = None
     if artifact is not None:
         if backend.artifact_runs_code and not trust_remote_code and not _own_export(source.path, export_cache):
             raise UntrustedArtifactError(
@@ -249,7 +254,7 @@ def locate(
         )
     else:
         cache = export_cache if isinstance(export_cache, ExportCache) else ExportCache(export_cache)
-        entry, session = export_to_cache(
+        entry, sessions = export_to_cache(
             backend,
             source,
             spec,
@@ -259,10 +264,41 @@ def locate(
             validate=validate,
             strict=strict,
         )
-        artifact = entry.path / entry.manifest["artifact"]
+        artifacts = graph_artifacts(entry.path, entry.manifest, spec)
+        artifact = next(iter(artifacts.values()))
         manifest = entry.manifest
         preprocessor_dir = entry.path
-    return Located(backend, spec, parsed, artifact, preprocessor_dir, dict(manifest), session)
+    return Located(backend, spec, parsed, artifact, preprocessor_dir, dict(manifest), sessions, artifacts)
+
+
+def find_graph_artifacts(
+    backend: Backend, source: ModelSource, spec: TaskSpec, file_name: str | None
+) -> dict[str, Path]:
+    """The backend's artifacts in the model folder, by graph name; empty when it holds none.
+
+    A kind of one graph: the backend's artifact at the usual place. A kind of several: each graph's
+    artifact in the subfolder named after it (how exports and ``save_pretrained`` lay them out); a
+    folder holding some of them but not all is refused, naming the missing ones.
+    """
+    names = spec.kind.graph_names
+    if len(names) == 1:
+        found = backend.find_artifact(source.path, file_name)
+        return {names[0]: found} if found is not None else {}
+    artifacts: dict[str, Path] = {}
+    for name in names:
+        folder = source.path / name
+        found = backend.find_artifact(folder) if folder.is_dir() else None
+        if found is not None:
+            check_inside(found, source.path, f"the {name} artifact")
+            artifacts[name] = found
+    if artifacts and len(artifacts) < len(names):
+        missing = [name for name in names if name not in artifacts]
+        raise ArtifactNotFoundError(
+            f"{source} holds the {backend.name} artifacts of {', '.join(artifacts)} but not of {', '.join(missing)} "
+            f"({spec.name} needs one per graph: {', '.join(f'{n}/' for n in names)}); copy the missing subfolder, "
+            "or pass export=True to export all of them again."
+        )
+    return artifacts
 
 
 def load_parts(
@@ -277,26 +313,20 @@ def load_parts(
     """
     located = locate(model_id_or_path, trust_remote_code=trust_remote_code, **kwargs)
     backend, spec, parsed, artifact = located.backend, located.task, located.options, located.artifact
-    preprocessor_dir, manifest, session = located.folder, located.manifest, located.session
+    preprocessor_dir, manifest, sessions = located.folder, located.manifest, located.sessions
     config = load_config(preprocessor_dir, trust_remote_code)
-    if session is None:
-        try:
-            session = backend.load(artifact, spec, parsed)
-        except AcceleronError:
-            raise
-        except Exception as error:  # the runtime's own words for a truncated or mismatched file
-            raise ArtifactLoadError(
-                f"the {backend.name!r} backend cannot load {artifact}: {type(error).__name__}: {error}. "
-                "The file may be truncated, corrupt or made for another model or version: export it again "
-                "(export=True), or load the model from its PyTorch weights."
-            ) from error
+    artifacts = located.artifacts or {spec.kind.graph_names[0]: artifact}
+    if sessions is None:
+        sessions = load_sessions(backend, artifacts, spec, parsed)
     return LoadedParts(
         backend=backend,
-        session=session,
+        session=next(iter(sessions.values())),
         config=config,
         task=spec,
         artifact=artifact,
         preprocessor_dir=preprocessor_dir,
         options=parsed,
         manifest=dict(manifest),
+        sessions=dict(sessions),
+        artifacts=dict(artifacts),
     )

@@ -9,17 +9,19 @@ post-process it unchanged.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from transformers import GenerationConfig, GenerationMixin
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPast, Seq2SeqLMOutput
 
 from acceleron import kv_cache
 from acceleron.backend import Backend, Options, Session
@@ -27,7 +29,7 @@ from acceleron.cache import ExportCache, describe_files, write_manifest
 from acceleron.errors import AcceleronError, ArtifactNotFoundError, InferenceError, InvalidInputError
 from acceleron.loading import LoadedParts, load_parts
 from acceleron.sources import check_inside, copy_preprocessor_files, offline
-from acceleron.tasks import CausalLM, TaskKind, TaskSpec
+from acceleron.tasks import CausalLM, Seq2SeqLM, TaskKind, TaskSpec
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -48,6 +50,10 @@ class OptimizedModel:
     def __init__(self, parts: LoadedParts) -> None:
         self.backend: Backend = parts.backend
         self.session: Session = parts.session
+        #: Every graph's session by name (one for single-graph kinds: ``session``).
+        self.sessions: dict[str, Session] = dict(parts.sessions) or {parts.task.kind.graph_names[0]: parts.session}
+        #: Every graph's artifact by name (one for single-graph kinds: ``artifact``).
+        self.artifacts: dict[str, Path] = dict(parts.artifacts) or {parts.task.kind.graph_names[0]: parts.artifact}
         self.config: PretrainedConfig = parts.config
         self.task: TaskSpec = parts.task
         self.artifact = parts.artifact
@@ -110,7 +116,7 @@ class OptimizedModel:
             validate=validate,
             strict=strict,
         )
-        return model_class_for(parts.task)(parts)
+        return model_class_for(parts.task, parts.config)(parts)
 
     # ---- what transformers pipelines use ----
 
@@ -240,25 +246,34 @@ class OptimizedModel:
         staging = target / f".acceleron-save-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
-            artifact_root = self.artifact.parent
-            for path in self.backend.artifact_files(self.artifact):
-                check_inside(path, artifact_root, "the artifact file")
-                relative = path.relative_to(artifact_root)
-                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, staging / relative)
+            # One graph: its files from the artifact's folder. Several: each graph's subfolder, as exported.
+            several = len(self.artifacts) > 1
+            artifact_root = Path(self.preprocessor_dir) if several else self.artifact.parent
+            relative_artifacts: dict[str, str] = {}
+            for name, artifact in self.artifacts.items():
+                for path in self.backend.artifact_files(artifact):
+                    check_inside(path, artifact_root, "the artifact file")
+                    relative = path.relative_to(artifact_root)
+                    (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, staging / relative)
+                relative_artifacts[name] = artifact.relative_to(artifact_root).as_posix()
             self.config.save_pretrained(staging)
             if self.generation_config is not None:
                 self.generation_config.save_pretrained(staging)
             copy_preprocessor_files(self.preprocessor_dir, staging)
             manifest = {
-                key: value for key, value in self.manifest.items() if key not in {"files", "key", "build_seconds"}
+                key: value
+                for key, value in self.manifest.items()
+                if key not in {"files", "key", "build_seconds", "graphs"}
             }
             manifest.update(
                 task=self.task.name,
                 backend=self.backend.name,
-                artifact=self.artifact.name,
+                artifact=next(iter(relative_artifacts.values())) if several else self.artifact.name,
                 options=self.options.artifact_key(),
             )
+            if several:
+                manifest["graphs"] = relative_artifacts
             # Inode numbers and ctimes mean nothing in another folder (and are nobody's business on the hub).
             files = describe_files(staging)
             manifest["files"] = {
@@ -435,13 +450,278 @@ def _generation_config(folder: Path, config: Any) -> GenerationConfig:
     return GenerationConfig.from_model_config(config)
 
 
+@dataclass
+class Seq2SeqEncoderOutput(BaseModelOutput):
+    """The encoder graph's output: ``last_hidden_state`` and the decoder's cross-attention keys and values.
+
+    ``cross_key_values`` is a tuple (key, value per decoder layer), so ``generate()`` leaves it alone
+    when it repeats the tensors of the encoder output for beams; the first decoder step repeats them
+    once, and every later step reuses them.
+    """
+
+    cross_key_values: tuple[torch.Tensor, ...] | None = None
+
+
+class _EncoderRunner:
+    """What ``Seq2SeqLMModel.get_encoder()`` returns: ``generate()`` calls it once per generation."""
+
+    def __init__(self, owner: Seq2SeqLMModel) -> None:
+        self.owner = owner
+        self.main_input_name = owner.main_input_name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Seq2SeqEncoderOutput:
+        return self.forward(*args, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Seq2SeqEncoderOutput:
+        given = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "input_features": input_features,
+            "pixel_values": pixel_values,
+        }
+        return self.owner.encode({name: value for name, value in given.items() if value is not None})
+
+
+class _WhisperShape:
+    """The attributes of a Whisper model that transformers' Whisper ``generate()`` reads besides the config:
+    the strides of the encoder's two convolutions (1 and 2 in every Whisper)."""
+
+    def __init__(self) -> None:
+        conv = type("Conv", (), {})
+        self.encoder = type("Encoder", (), {"conv1": conv(), "conv2": conv()})()
+        self.encoder.conv1.stride = (1,)
+        self.encoder.conv2.stride = (2,)
+
+
+class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
+    """An encoder-decoder on a backend (T5, BART, Marian, Whisper, VisionEncoderDecoder): ``generate()`` works.
+
+    The encoder graph runs once per input and returns the decoder's cross-attention keys and values
+    too; each decoder step runs the step graph with the self-attention past and those keys and values
+    (see :mod:`acceleron.seq2seq`). Each ``generate()`` call owns its cache, so several threads may
+    generate from one model at once. Beam search reorders only the self-attention past.
+    """
+
+    kinds = (Seq2SeqLM,)
+    #: No PyTorch base model inside (``generate()`` looks for one to collect argument names).
+    base_model_prefix = ""
+    _is_stateful = False
+    _supports_cache_class = True
+
+    def __init__(self, parts: LoadedParts) -> None:
+        super().__init__(parts)
+        from acceleron import seq2seq
+
+        self.config.is_encoder_decoder = True
+        self.layout = seq2seq.Seq2SeqLayout.from_config(self.config)
+        encoder, decoder = self.sessions.get(seq2seq.ENCODER), self.sessions.get(seq2seq.DECODER)
+        if encoder is None or decoder is None:
+            raise ArtifactNotFoundError(
+                f"{self.task.name} needs an encoder and a decoder graph; {self.artifact.parent} has "
+                f"{', '.join(self.sessions)}. Export the model again with export=True."
+            )
+        self.encoder_session: Session = encoder
+        self.decoder_session: Session = decoder
+        wanted = {
+            "encoder": (self.encoder_session, ["last_hidden_state", *self.layout.cross_names]),
+            "decoder": (
+                self.decoder_session,
+                ["decoder_input_ids", *self.layout.past_names, *self.layout.cross_names, "logits"],
+            ),
+        }
+        for graph, (session, names) in wanted.items():
+            declared = set(session.input_names) | set(session.output_names)
+            missing = [name for name in names if name not in declared]
+            if missing:
+                raise ArtifactNotFoundError(
+                    f"the {graph} graph of {self.artifact.parent} is not acceleron's encoder-decoder protocol "
+                    f"(it lacks {', '.join(missing[:4])}); export the model again with export=True."
+                )
+        self.masks_source = "encoder_attention_mask" in self.decoder_session.input_names
+        self.main_input_name = self.encoder_session.input_names[0]
+        self.generation_config = _generation_config(self.preprocessor_dir, self.config)
+        if getattr(self.config, "model_type", "") == "whisper":
+            self.model = _WhisperShape()
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    @property
+    def cache_dtype(self) -> torch.dtype:
+        """The dtype of the cache tensors fed to the decoder."""
+        return self.dtype if self.dtype.is_floating_point else torch.float32
+
+    def get_encoder(self) -> _EncoderRunner:
+        return _EncoderRunner(self)
+
+    def get_experts_implementation(self) -> dict[str, str]:
+        return {}
+
+    def set_experts_implementation(self, implementation: Any) -> None:
+        """Nothing to switch: the backend runs the whole graph."""
+
+    def encode(self, inputs: Mapping[str, torch.Tensor]) -> Seq2SeqEncoderOutput:
+        """Run the encoder graph: the encoder output and the cross-attention keys and values."""
+        for name, value in inputs.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"input {name!r} must be a torch.Tensor, got {type(value).__name__}")
+            if value.dim() == 0 or value.shape[0] == 0:
+                raise InvalidInputError(f"input {name!r} is an empty batch (shape {tuple(value.shape)})")
+        self.task.kind.check_limits(inputs, self.config)
+        prepared = self.task.kind.prepare_inputs(inputs, self.encoder_session.input_names)
+        if self.dtype != torch.float32:
+            prepared = {name: v.to(self.dtype) if v.is_floating_point() else v for name, v in prepared.items()}
+        outputs = self._run(self.encoder_session, prepared)
+        cross = tuple(outputs[name] for name in self.layout.cross_names)
+        return Seq2SeqEncoderOutput(last_hidden_state=outputs["last_hidden_state"], cross_key_values=cross)
+
+    def _run(self, session: Session, prepared: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        try:
+            return session._forward(prepared)
+        except AcceleronError:
+            raise
+        except Exception as error:
+            raise InferenceError(self._inference_failure(prepared, error)) from error
+
+    def prepare_inputs_for_generation(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        past_key_values: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: Any = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The step's inputs: only the decoder tokens the cache does not hold yet."""
+        past_length = _self_attention_length(past_key_values)
+        if past_length:
+            input_ids = input_ids[:, past_length:]
+        return {
+            "decoder_input_ids": input_ids,
+            "encoder_outputs": encoder_outputs,
+            "attention_mask": attention_mask,
+            "past_key_values": past_key_values,
+            "use_cache": True,
+        }
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        encoder_outputs: Any = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = True,
+        input_features: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Seq2SeqLMOutput:
+        """One decoder step (running the encoder first when no ``encoder_outputs`` are given)."""
+        from acceleron import seq2seq
+
+        if decoder_input_ids is None:
+            raise InvalidInputError(f"{type(self).__name__} needs decoder_input_ids (generate() passes them)")
+        if encoder_outputs is None:
+            given = {"input_ids": input_ids, "attention_mask": attention_mask}
+            given.update(input_features=input_features, pixel_values=pixel_values)
+            encoder_outputs = self.encode({name: value for name, value in given.items() if value is not None})
+        batch = decoder_input_ids.shape[0]
+        cross = _cross_from_cache(past_key_values)
+        if cross is None:
+            cross = _repeat_for(_encoder_cross(encoder_outputs), batch)
+        past = _self_attention_past(past_key_values, self.layout, batch, self.cache_dtype)
+        flat: dict[str, torch.Tensor] = {"decoder_input_ids": decoder_input_ids.long()}
+        if self.masks_source:
+            mask = attention_mask
+            if mask is None:
+                mask = torch.ones(batch, cross[0].shape[2], dtype=torch.long)
+            flat["encoder_attention_mask"] = _repeat_for((mask.long(),), batch)[0]
+        flat.update(zip(self.layout.past_names, past))
+        flat.update(zip(self.layout.cross_names, cross))
+        outputs = self._run(self.decoder_session, self.task.kind.prepare_inputs(flat, self.decoder_session.input_names))
+        present = [outputs[name] for name in self.layout.present_names]
+        cache = None
+        if use_cache:
+            cache = seq2seq.SharedCrossCache(
+                seq2seq._layers_cache(present, self.config), seq2seq._layers_cache(cross, self.config)
+            )
+            for i in range(self.layout.num_layers):
+                cache.is_updated[i] = True
+        last_hidden = getattr(encoder_outputs, "last_hidden_state", None)
+        return Seq2SeqLMOutput(logits=outputs["logits"], past_key_values=cache, encoder_last_hidden_state=last_hidden)
+
+
+def _self_attention_length(cache: Cache | None) -> int:
+    if cache is None:
+        return 0
+    self_cache = getattr(cache, "self_attention_cache", cache)
+    return int(self_cache.get_seq_length())
+
+
+def _cross_from_cache(cache: Cache | None) -> tuple[torch.Tensor, ...] | None:
+    """The cross-attention keys and values a step's cache already holds, or None (first step)."""
+    from acceleron.seq2seq import layer_tensors
+
+    cross_cache = getattr(cache, "cross_attention_cache", None)
+    if cross_cache is None or not cross_cache.layers or cross_cache.get_seq_length() == 0:
+        return None
+    return tuple(layer_tensors(cross_cache))
+
+
+def _encoder_cross(encoder_outputs: Any) -> tuple[torch.Tensor, ...]:
+    cross = getattr(encoder_outputs, "cross_key_values", None)
+    if not cross:
+        raise InvalidInputError(
+            "encoder_outputs must come from this model's encoder (model.get_encoder()(...)): it carries the "
+            "cross-attention keys and values the decoder graph takes."
+        )
+    return tuple(cross)
+
+
+def _repeat_for(tensors: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
+    """Rows repeated for ``batch`` decoder rows (beams or return sequences of each input), once per generation."""
+    rows = tensors[0].shape[0]
+    if rows == batch:
+        return tensors
+    if batch % rows:
+        raise InvalidInputError(f"{batch} decoder rows cannot share the encoder outputs of {rows} inputs")
+    return tuple(t.repeat_interleave(batch // rows, dim=0) for t in tensors)
+
+
+def _self_attention_past(cache: Cache | None, layout: Any, batch: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    self_cache = getattr(cache, "self_attention_cache", cache)
+    if self_cache is None or self_cache.get_seq_length() == 0:
+        empty = torch.zeros(batch, layout.num_heads, 0, layout.head_dim, dtype=dtype)
+        return [empty] * (2 * layout.num_layers)
+    from acceleron.seq2seq import layer_tensors
+
+    return layer_tensors(self_cache)
+
+
 #: The model class of each task kind; kinds not listed run on :class:`OptimizedModel`.
-MODEL_CLASSES: tuple[type[OptimizedModel], ...] = (CausalLMModel,)
+MODEL_CLASSES: tuple[type[OptimizedModel], ...] = (CausalLMModel, Seq2SeqLMModel)
 
 
-def model_class_for(task: TaskSpec) -> type[OptimizedModel]:
-    """The model class that serves ``task``'s kind."""
+def model_class_for(task: TaskSpec, config: Any = None) -> type[OptimizedModel]:
+    """The model class that serves ``task``'s kind (for Whisper, with transformers' Whisper ``generate()``)."""
     for cls in MODEL_CLASSES:
         if isinstance(task.kind, cls.kinds):
+            if cls is Seq2SeqLMModel and getattr(config, "model_type", "") == "whisper":
+                return _whisper_class()
             return cls
     return OptimizedModel
+
+
+@functools.cache
+def _whisper_class() -> type[OptimizedModel]:
+    """:class:`Seq2SeqLMModel` with transformers' Whisper ``generate()`` (long-form audio, timestamps, language)."""
+    from transformers.models.whisper.generation_whisper import WhisperGenerationMixin
+
+    return type("WhisperSeq2SeqLMModel", (WhisperGenerationMixin, Seq2SeqLMModel), {})

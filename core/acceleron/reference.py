@@ -152,7 +152,9 @@ class TorchBackend(Backend):
         if options.compute_dtype == "bfloat16":
             model = model.to(torch.bfloat16)
         model = model.to(options.device)
-        graph = task.plan(model).graphs[0]  # the same module an exporter traces, run eagerly
+        # The same module an exporter traces, run eagerly; a multi-graph kind's graph is its subfolder's name.
+        name = artifact.parent.name if artifact.parent.name in task.kind.graph_names else ""
+        graph = task.kind.graph_plan(task, model, name)
         return TorchSession(
             graph.module, input_names=graph.input_names, output_names=graph.output_names, options=options
         )

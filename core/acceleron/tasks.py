@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,17 @@ class ExportPlan:
     model: PreTrainedModel
     graphs: list[GraphPlan]
 
+    def graph_named(self, name: str) -> GraphPlan:
+        """The plan's graph called ``name`` ("" for the main one)."""
+        for graph in self.graphs:
+            if graph.name == name or (not name and graph is self.graphs[0]):
+                return graph
+        raise KeyError(f"this plan has no graph {name!r}; it has {[g.name for g in self.graphs]}")
+
+    def single(self, graph: GraphPlan) -> ExportPlan:
+        """A plan of ``graph`` alone (the core exports a multi-graph plan one graph at a time)."""
+        return ExportPlan(task=self.task, model=self.model, graphs=[graph])
+
     @property
     def graph(self) -> GraphPlan:
         """The plan's only graph (single-graph kinds)."""
@@ -120,6 +132,10 @@ class ValidationCase:
     output_names: list[str]
     cache_names: list[str] = field(default_factory=list)
     view: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    #: The plan graph the case runs on ("" for the main one, ``graphs[0]``).
+    graph: str = ""
+    #: Whether argmax agreement of ``output_names`` is checked (None: the task's ``classifier`` flag).
+    classifier: bool | None = None
 
 
 class _Positional:
@@ -161,6 +177,9 @@ class TaskKind(ABC):
     name: ClassVar[str]
     #: True when models of this kind are driven by transformers' ``generate()``.
     generates: ClassVar[bool] = False
+    #: The names of the graphs its plans hold, the main one first. A kind of several graphs is exported
+    #: one graph at a time, each into its own subfolder of the artifact's folder, named after the graph.
+    graph_names: ClassVar[tuple[str, ...]] = ("model",)
 
     @abstractmethod
     def plan(self, task: TaskSpec, model: PreTrainedModel) -> ExportPlan:
@@ -169,6 +188,12 @@ class TaskKind(ABC):
     @abstractmethod
     def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
         """Inputs of other shapes than the plan's examples, with PyTorch's outputs on them."""
+
+    def graph_plan(self, task: TaskSpec, model: PreTrainedModel, graph: str = "") -> GraphPlan:
+        """The plan's graph ``graph`` ("" for the main one), for backends that rebuild it from weights at
+        load time (its module, names and axes). Default: from :meth:`plan`; a kind whose plan runs the
+        model to make example inputs returns it without them (``example_inputs`` empty)."""
+        return self.plan(task, model).graph_named(graph)
 
     def check_limits(self, inputs: Mapping[str, torch.Tensor], config: Any) -> None:
         """Raise :class:`~acceleron.errors.InputTooLongError` for inputs beyond the model's limits (default: none)."""
@@ -463,8 +488,134 @@ class CausalLM(TaskKind):
         return {name: inputs[name] for name in declared}
 
 
+class Seq2SeqLM(TaskKind):
+    """An encoder-decoder driven by ``generate()``: an encoder graph and one decoder step graph.
+
+    The graphs follow :mod:`acceleron.seq2seq`: the encoder also returns the cross-attention keys and
+    values (computed once per input), and the decoder step takes them with the self-attention past.
+    T5, BART, Marian (text), Whisper (speech) and VisionEncoderDecoder (images) are served alike.
+    """
+
+    name = "encoder-decoder"
+    generates = True
+    graph_names = ("encoder", "decoder")
+
+    def plan(self, task: TaskSpec, model: PreTrainedModel) -> ExportPlan:
+        """Both graphs, with example inputs the model computes itself: the encoder's outputs on a padded
+        batch, and a decoder step of one token after a first step of three of the model's own tokens."""
+        import dataclasses
+
+        import torch
+
+        from acceleron import seq2seq
+
+        encoder = self.graph_plan(task, model, seq2seq.ENCODER)
+        decoder = self.graph_plan(task, model, seq2seq.DECODER)
+        encoder_inputs = seq2seq.encoder_example(model)
+        mask = encoder_inputs.get("attention_mask")
+        with torch.no_grad():  # not inference mode: tracers take these tensors as example inputs
+            encoded = dict(zip(encoder.output_names, encoder.module(*encoder_inputs.values()), strict=True))
+            tokens = seq2seq.greedy_tokens(model, encoder_inputs, 5)
+            first = decoder.module(*seq2seq.decoder_example(model, encoded, mask, tokens[:, :3]).values())
+        layout = seq2seq.Seq2SeqLayout.from_config(model.config)
+        past = {name: value.clone() for name, value in zip(layout.past_names, first[1:], strict=True)}
+        decoder_inputs = seq2seq.decoder_example(model, encoded, mask, tokens[:, 3:4], past)
+        graphs = [
+            dataclasses.replace(encoder, example_inputs=encoder_inputs),
+            dataclasses.replace(decoder, example_inputs=decoder_inputs),
+        ]
+        return ExportPlan(task=task, model=model, graphs=graphs)
+
+    def graph_plan(self, task: TaskSpec, model: PreTrainedModel, graph: str = "") -> GraphPlan:
+        from acceleron import seq2seq
+
+        layout = seq2seq.Seq2SeqLayout.from_config(model.config)
+        if graph in ("", seq2seq.ENCODER):
+            encoder = seq2seq.EncoderGraph(model).eval()
+            return GraphPlan(
+                name=seq2seq.ENCODER,
+                module=encoder,
+                input_names=list(encoder.input_names),
+                output_names=["last_hidden_state", *layout.cross_names],
+                dynamic_axes=seq2seq.encoder_axes(model, layout),
+                example_inputs={},
+            )
+        if graph == seq2seq.DECODER:
+            decoder = seq2seq.DecoderStep(model).eval()
+            return GraphPlan(
+                name=seq2seq.DECODER,
+                module=decoder,
+                input_names=list(decoder.input_names),
+                output_names=["logits", *layout.present_names],
+                dynamic_axes=seq2seq.decoder_axes(model, layout),
+                example_inputs={},
+            )
+        raise KeyError(f"{self.name} plans have the graphs {self.graph_names}, not {graph!r}")
+
+    def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
+        """The encoder on other shapes, then a first decoder step and the step after it, on the model's own tokens."""
+        import torch
+
+        from acceleron import seq2seq
+
+        model = plan.model
+        layout = seq2seq.Seq2SeqLayout.from_config(model.config)
+        encoder = seq2seq.EncoderGraph(model).eval()
+        decoder = seq2seq.DecoderStep(model).eval()
+        inputs = seq2seq.encoder_example(model, batch_size=3, length=11, seed=1)
+        encoder_names = ["last_hidden_state", *layout.cross_names]
+        with torch.inference_mode():
+            encoded = dict(zip(encoder_names, encoder(*inputs.values()), strict=True))
+        mask = inputs.get("attention_mask")
+        view = None
+        if mask is not None:
+            view = functools.partial(_unpadded_source, mask=mask, names=encoder_names)
+        cases = [
+            ValidationCase("encoder", inputs, encoded, encoder_names[:1], encoder_names[1:], view, "encoder", False)
+        ]
+        tokens = seq2seq.greedy_tokens(model, inputs, 6)
+        decoder_names = ["logits", *layout.present_names]
+        first_inputs = seq2seq.decoder_example(model, encoded, mask, tokens[:, :4])
+        with torch.inference_mode():
+            first = dict(zip(decoder_names, decoder(*first_inputs.values()), strict=True))
+        past = {name: first[present].clone() for name, present in zip(layout.past_names, layout.present_names)}
+        step_inputs = seq2seq.decoder_example(model, encoded, mask, tokens[:, 4:5], past)
+        with torch.inference_mode():
+            step = dict(zip(decoder_names, decoder(*step_inputs.values()), strict=True))
+        for name, case_inputs, reference in (("first step", first_inputs, first), ("decode", step_inputs, step)):
+            cases.append(
+                ValidationCase(name, case_inputs, reference, decoder_names[:1], decoder_names[1:], graph="decoder")
+            )
+        return cases
+
+    def prepare_inputs(self, inputs: Mapping[str, torch.Tensor], declared: Sequence[str]) -> dict[str, torch.Tensor]:
+        if "decoder_input_ids" in declared:  # the model builds a step's inputs itself; check that none is missing
+            missing = [name for name in declared if name not in inputs]
+            if missing:
+                raise InvalidInputError(f"a decoder step needs the inputs {', '.join(missing[:4])}")
+            return {name: inputs[name] for name in declared}
+        return normalize_inputs(inputs, declared)
+
+
+def _unpadded_source(
+    outputs: dict[str, torch.Tensor], mask: torch.Tensor, names: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Encoder outputs at unpadded source positions only (what a runtime computes at padding is its own business)."""
+    keep = mask.bool()
+    result: dict[str, torch.Tensor] = {}
+    for name, value in outputs.items():
+        if name == "last_hidden_state" and value.dim() == 3:
+            result[name] = value[keep]
+        elif name in names and value.dim() == 4 and value.shape[2] == keep.shape[1]:
+            result[name] = value.transpose(1, 2)[keep]
+        else:
+            result[name] = value
+    return result
+
+
 SINGLE_PASS = SinglePass()
 CAUSAL_LM = CausalLM()
+SEQ2SEQ_LM = Seq2SeqLM()
 
 
 # ---- the table --------------------------------------------------------------------------------
@@ -699,7 +850,46 @@ _TASKS: tuple[TaskSpec, ...] = (
     ),
 )
 
-#: Every task by name: its first entry in the table (its only one, so far, for every task).
+
+def _generation_task(
+    name: str, auto_class: str, modality: str, mapping: str, aliases: tuple[str, ...] = ()
+) -> TaskSpec:
+    """A task served by encoder-decoder models through ``generate()`` (see :class:`Seq2SeqLM`)."""
+    return TaskSpec(
+        name=name,
+        auto_class=auto_class,
+        output_class="Seq2SeqLMOutput",
+        modality=modality,
+        outputs=_token_level("logits"),
+        mapping_names=mapping,
+        aliases=aliases,
+        classifier=True,  # the next token is the logits' argmax: it must agree everywhere in float32
+        kind=SEQ2SEQ_LM,
+    )
+
+
+_TASKS += (
+    # ---- encoder-decoder models, driven by generate(): text, speech (Whisper), images ----
+    _generation_task(
+        "text2text-generation", "AutoModelForSeq2SeqLM", "text", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"
+    ),
+    # The same models as text2text-generation (never inferred from a folder: ask for them by name).
+    _generation_task("summarization", "AutoModelForSeq2SeqLM", "text", ""),
+    _generation_task("translation", "AutoModelForSeq2SeqLM", "text", ""),
+    # The second entry of speech recognition: Whisper and its relatives (the first serves CTC models).
+    _generation_task(
+        "automatic-speech-recognition",
+        "AutoModelForSpeechSeq2Seq",
+        "audio",
+        "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES",
+        aliases=("asr", "speech-recognition"),
+    ),
+    _generation_task(
+        "image-to-text", "AutoModelForImageTextToText", "image", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
+    ),
+)
+
+#: Every task by name: its first entry in the table (its default; see :func:`task_variants`).
 TASKS: dict[str, TaskSpec] = {}
 for _spec in _TASKS:
     TASKS.setdefault(_spec.name, _spec)
@@ -744,10 +934,24 @@ def get_task(task: str, architectures: Sequence[str] = ()) -> TaskSpec:
     return select_variant(task_variants(task), architectures)
 
 
+def translation_languages(task: str) -> tuple[str, str] | None:
+    """``("en", "fr")`` for ``translation_en_to_fr`` (transformers' way of naming a translation's languages)."""
+    match = _TRANSLATION.fullmatch(task.strip().lower().replace("-", "_")) if isinstance(task, str) else None
+    return (match.group(1), match.group(2)) if match else None
+
+
+_TRANSLATION = re.compile(r"translation_([a-z][a-z0-9]*(?:_[a-z0-9]+)*?)_to_([a-z][a-z0-9]*(?:_[a-z0-9]+)*)")
+
+
 def normalize_task(task: str) -> str:
-    """The canonical name of ``task`` (aliases and case folded); raises for unknown tasks."""
+    """The canonical name of ``task`` (aliases and case folded); raises for unknown tasks.
+
+    ``translation_xx_to_yy`` names the translation task (the languages are the pipeline's business).
+    """
     if not isinstance(task, str):
         raise TypeError(f"task must be a string such as 'text-classification', got {type(task).__name__}")
+    if translation_languages(task) is not None:
+        return "translation"
     key = task.strip().lower().replace("_", "-")
     key = ALIASES.get(key, key)
     if key not in TASKS:

@@ -182,14 +182,25 @@ def validate_session(session: Session, plan: ExportPlan) -> ValidationReport:
     Inputs go through the same preparation as at serving time (the kind's ``prepare_inputs``,
     floating inputs cast to the session's input dtype).
     """
+    return validate_sessions({plan.graphs[0].name: session}, plan)
+
+
+def validate_sessions(sessions: Mapping[str, Session], plan: ExportPlan) -> ValidationReport:
+    """:func:`validate_session` for a plan of several graphs: each case runs on its graph's session."""
     import torch
 
     task = plan.task
-    dtype = session.compute_dtype
+    main = sessions[plan.graphs[0].name]
+    dtype = main.compute_dtype
     tolerance = tolerance_for(task, dtype)
-    input_dtype = getattr(torch, session.input_dtype)
     reports: dict[str, ValidationReport] = {}
     for case in task.kind.validation_cases(plan):
+        session = sessions.get(case.graph or plan.graphs[0].name)
+        if session is None:
+            return ValidationReport(
+                False, dtype, tolerance.atol, tolerance.rtol, error=f"no session for the graph {case.graph!r}"
+            )
+        input_dtype = getattr(torch, session.input_dtype)
         try:
             prepared = task.kind.prepare_inputs(case.inputs, session.input_names)
             fed = {name: v.to(input_dtype) if v.is_floating_point() else v for name, v in prepared.items()}
@@ -201,7 +212,7 @@ def validate_session(session: Session, plan: ExportPlan) -> ValidationReport:
         reference = case.reference
         if case.view is not None:
             reference, candidate = case.view(reference), case.view(candidate)
-        report = compare_outputs(reference, candidate, task, dtype, names=case.output_names)
+        report = compare_outputs(reference, candidate, task, dtype, names=case.output_names, classifier=case.classifier)
         if case.cache_names:
             # A cache is checked elementwise (argmax over head_dim means nothing); in reduced precision
             # its differences are reported, and the other outputs decide.

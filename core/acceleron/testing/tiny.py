@@ -458,6 +458,155 @@ def _vary_zero_initialised(model: Any) -> None:
                 parameter.normal_(std=_VISION_INIT)
 
 
+#: The encoder-decoder architectures :func:`tiny_seq2seq` builds, and the default one of each task.
+SEQ2SEQ_ARCHITECTURES = ("t5", "bart", "marian", "whisper", "vision-encoder-decoder")
+SEQ2SEQ_DEFAULTS = {
+    "text2text-generation": "t5",
+    "summarization": "bart",
+    "translation": "marian",
+    "automatic-speech-recognition": "whisper",
+    "image-to-text": "vision-encoder-decoder",
+}
+_SEQ2SEQ_SPECIAL = ("<pad>", "</s>", "<unk>", "<s>")
+#: Whisper's special tokens before the timestamps (an English-only model's set).
+_WHISPER_SPECIAL = (
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nospeech|>",
+    "<|notimestamps|>",
+)
+
+
+def _seq2seq_text_tokenizer(arch: str) -> Any:
+    """A byte-level BPE tokenizer with ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, ``<s>`` 3; sentences end with ``</s>``
+    (and BART's start with ``<s>``), as their real tokenizers do."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [*WORDS, *sample_inputs("text-classification", 6), "translate english to french: the city"]
+    tokenizer = _byte_level_bpe(_SEQ2SEQ_SPECIAL, corpus)
+    single = "<s> $A </s>" if arch == "bart" else "$A </s>"
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=single, pair=f"{single} $B </s>", special_tokens=[("<s>", 3), ("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        model_max_length=64,
+    )
+
+
+def _whisper_parts() -> tuple[Any, Any, dict[str, Any]]:
+    """A Whisper tokenizer (byte-level BPE, the special tokens and 1,501 timestamps) and feature extractor."""
+    import json
+
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
+
+    bpe = _byte_level_bpe(("<|endoftext|>",), [*WORDS, *sample_inputs("text-classification", 6)])
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    tokenizer = WhisperTokenizer(vocab=model["vocab"], merges=merges, model_max_length=64)
+    timestamps = [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
+    tokenizer.add_special_tokens({"additional_special_tokens": list(_WHISPER_SPECIAL)})
+    tokenizer.add_tokens(timestamps)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<|endoftext|>", *_WHISPER_SPECIAL)}
+    return tokenizer, WhisperFeatureExtractor(feature_size=80), ids
+
+
+def _seq2seq_model(arch: str, seed: int) -> tuple[Any, list[Any]]:
+    """A tiny random encoder-decoder of ``arch`` and its preprocessors (see :data:`SEQ2SEQ_ARCHITECTURES`)."""
+    import importlib
+
+    import torch
+
+    transformers: Any = importlib.import_module("transformers")  # configs' keyword arguments vary by version
+    config: Any
+    model: Any
+    small: dict[str, Any] = {"encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4}
+    small.update(decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, d_model=32)
+    torch.manual_seed(seed)
+    if arch in ("t5", "bart", "marian"):
+        tokenizer = _seq2seq_text_tokenizer(arch)
+        ids: dict[str, Any] = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 3, "vocab_size": len(tokenizer)}
+        prefixes = {
+            "summarization": {"prefix": "summarize: ", "max_length": 24, "min_length": 2},
+            "translation_en_to_fr": {"prefix": "translate english to french: ", "max_length": 24},
+        }
+        if arch == "t5":
+            config = transformers.T5Config(
+                d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                decoder_start_token_id=0, task_specific_params=prefixes, **ids,
+            )  # fmt: skip
+            model = transformers.T5ForConditionalGeneration(config)
+        elif arch == "bart":
+            config = transformers.BartConfig(
+                max_position_embeddings=64, decoder_start_token_id=1, forced_eos_token_id=1, forced_bos_token_id=None,
+                **small, **ids,
+            )  # fmt: skip
+            model = transformers.BartForConditionalGeneration(config)
+        else:
+            config = transformers.MarianConfig(max_position_embeddings=64, decoder_start_token_id=0, **small, **ids)
+            model = transformers.MarianMTModel(config)
+        return model, [tokenizer]
+    if arch == "whisper":
+        tokenizer, extractor, special = _whisper_parts()
+        config = transformers.WhisperConfig(
+            vocab_size=len(tokenizer), num_mel_bins=80, max_source_positions=1500, max_target_positions=128,
+            decoder_start_token_id=special["<|startoftranscript|>"], pad_token_id=special["<|endoftext|>"],
+            eos_token_id=special["<|endoftext|>"], bos_token_id=special["<|endoftext|>"], **small,
+        )  # fmt: skip
+        model = transformers.WhisperForConditionalGeneration(config)
+        generation: Any = model.generation_config
+        generation.decoder_start_token_id = special["<|startoftranscript|>"]
+        generation.no_timestamps_token_id = special["<|notimestamps|>"]
+        generation.is_multilingual = False
+        generation.max_length = 48
+        generation.suppress_tokens = []
+        generation.begin_suppress_tokens = [special["<|endoftext|>"]]
+        generation.forced_decoder_ids = None
+        generation.lang_to_id = {"<|en|>": special["<|en|>"]}
+        generation.task_to_id = {"transcribe": special["<|transcribe|>"], "translate": special["<|translate|>"]}
+        return model, [tokenizer, extractor]
+    if arch == "vision-encoder-decoder":
+        tokenizer = _causal_tokenizer()
+        eos, pad = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|pad|>"])
+        encoder, processor = _image_parts()
+        encoder = transformers.ViTConfig(
+            **{k: v for k, v in encoder.to_dict().items() if k not in ("id2label", "label2id")}
+        )
+        decoder = transformers.GPT2Config(
+            n_embd=24, n_layer=2, n_head=4, n_positions=64, vocab_size=len(tokenizer), bos_token_id=eos,
+            eos_token_id=eos, pad_token_id=pad, add_cross_attention=True, is_decoder=True,
+        )  # fmt: skip
+        config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+        config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = eos, pad, eos
+        model = transformers.VisionEncoderDecoderModel(config)
+        model.generation_config.decoder_start_token_id = eos
+        model.generation_config.pad_token_id, model.generation_config.eos_token_id = pad, eos
+        model.generation_config.max_length = 24
+        return model, [tokenizer, processor]
+    raise ValueError(f"no tiny encoder-decoder {arch!r}; choose one of {', '.join(SEQ2SEQ_ARCHITECTURES)}")
+
+
+def tiny_seq2seq(arch: str, directory: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random encoder-decoder of ``arch`` (:data:`SEQ2SEQ_ARCHITECTURES`) with its preprocessors."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    model, preprocessors = _seq2seq_model(arch, seed)
+    model.eval()
+    model.save_pretrained(target)
+    for part in preprocessors:
+        part.save_pretrained(target)
+    return target
+
+
 def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, seed: int = 0) -> Path:
     """Write a tiny random model for ``task`` (weights, config, preprocessor) into ``directory``.
 
@@ -470,6 +619,10 @@ def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, 
     import transformers
 
     spec = TASKS[task]
+    if arch in SEQ2SEQ_ARCHITECTURES or (
+        arch is None and task in SEQ2SEQ_DEFAULTS and task != "automatic-speech-recognition"
+    ):
+        return tiny_seq2seq(arch or SEQ2SEQ_DEFAULTS[task], directory, seed)
     if spec.kind.generates:
         return tiny_causal_lm(arch or "llama", directory, seed)
     target = Path(directory)

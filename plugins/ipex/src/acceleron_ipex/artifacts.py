@@ -37,6 +37,8 @@ class Recipe:
     versions: dict[str, str | None] = field(default_factory=dict)
     #: Why the weights were saved instead of a trace (empty for traces and compile mode).
     note: str = ""
+    #: The core plan's graph this artifact holds ("" for the main one; ``decoder`` of an encoder-decoder, say).
+    graph: str = ""
     format: int = FORMAT
 
     def to_json(self) -> str:
@@ -84,5 +86,7 @@ def find_artifact(folder: Path, file_name: str | None = None) -> Path | None:
 
 
 def artifact_files(artifact: Path) -> list[Path]:
-    """The artifact's files: the module or weights, and the recipe next to it."""
-    return [artifact, artifact.parent / RECIPE_FILE]
+    """The artifact's files: the module or weights, the recipe next to it (and the config weights are rebuilt with)."""
+    config = artifact.parent / "config.json"
+    extra = [config] if artifact.name == WEIGHTS_FILE and config.is_file() else []
+    return [artifact, artifact.parent / RECIPE_FILE, *extra]

@@ -53,6 +53,7 @@ def export_artifact(plan: ExportPlan, output_dir: Path, options: IpexOptions) ->
         outputs=list(graph.output_names),
         task=plan.task.name,
         auto_class=plan.task.auto_class,
+        graph=graph.name,
         compile=str(options.compile) if options.compile else None,
         versions={
             "torch": distribution_version("torch"),
@@ -93,6 +94,8 @@ def _check_trace(
     tolerance = tolerance_for(plan.task, dtype)
     relative = None if dtype == "float32" else RELATIVE_ERROR
     for case in plan.task.kind.validation_cases(plan):
+        if case.graph and case.graph != plan.graph.name:  # a case of another graph of the kind
+            continue
         inputs = cast_floats(case.inputs, float_input_dtype(engine_name, dtype))
         args = [inputs[name] for name in plan.graph.input_names]
         with torch.inference_mode(), compute_context(engine_name, dtype):
@@ -107,6 +110,7 @@ def _save_weights(plan: ExportPlan, output_dir: Path, recipe: Recipe, note: str)
 
     path = output_dir / WEIGHTS_FILE
     safetensors.torch.save_model(plan.model, str(path))
+    plan.model.config.save_pretrained(output_dir)  # rebuilt from it, wherever the core puts the graph's folder
     write_recipe(output_dir, dataclasses.replace(recipe, kind="weights", note=note))
     return path
 

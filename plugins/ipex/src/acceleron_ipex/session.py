@@ -97,13 +97,13 @@ def load_session(artifact: Path, task: TaskSpec, options: IpexOptions) -> IpexSe
                 "export the model again with export=True."
             ) from error
         return IpexSession(module.eval(), made, "torchscript", options)
-    prepared = prepare(_rebuild_graph(artifact, task), made.engine, made.dtype)
+    prepared = prepare(_rebuild_graph(artifact, task, made.graph), made.engine, made.dtype)
     if made.compile:
         return IpexSession(compile_module(prepared, made.compile), made, "compile", options)
     return IpexSession(prepared, made, "eager", options)
 
 
-def _rebuild_graph(weights: Path, task: TaskSpec) -> torch.nn.Module:
+def _rebuild_graph(weights: Path, task: TaskSpec, graph: str = "") -> torch.nn.Module:
     """The float32 graph module of the core's plan, from ``config.json`` and the saved weights next to it."""
     import safetensors.torch
     import transformers
@@ -117,7 +117,7 @@ def _rebuild_graph(weights: Path, task: TaskSpec) -> torch.nn.Module:
             f"cannot rebuild the {task.auto_class} from {weights} and its config.json ({error}); "
             "export the model again with export=True."
         ) from error
-    return task.plan(model.eval()).graph.module
+    return task.kind.graph_plan(task, model.eval(), graph).module
 
 
 def _set_threads(threads: int | None) -> None:

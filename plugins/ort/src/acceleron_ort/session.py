@@ -162,7 +162,11 @@ class OrtSession(Session):
                 path.name,
                 session.get_providers()[0],
             )
-        return cls(session, path, options, _output_names(path, session, task.output_names))
+        # A graph acceleron exported names its outputs as the core's plan did (an encoder's included);
+        # only a foreign file may need its single output renamed to the task's.
+        ours = f"{METADATA_PREFIX}task" in session.get_modelmeta().custom_metadata_map
+        wanted = () if ours else task.output_names
+        return cls(session, path, options, _output_names(path, session, wanted))
 
     def _forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feeds: dict[str, torch.Tensor] = {}

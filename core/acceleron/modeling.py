@@ -486,6 +486,10 @@ class _EncoderRunner:
             "input_features": input_features,
             "pixel_values": pixel_values,
         }
+        if "attention_mask" not in self.owner.encoder_session.input_names:
+            # Whisper's feature mask marks the frames of padded audio; its encoder does not read it (nor does
+            # PyTorch's), and generate() uses it for the segment lengths on its own.
+            given["attention_mask"] = None
         return self.owner.encode({name: value for name, value in given.items() if value is not None})
 
 
@@ -655,7 +659,10 @@ class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
             for i in range(self.layout.num_layers):
                 cache.is_updated[i] = True
         last_hidden = getattr(encoder_outputs, "last_hidden_state", None)
-        return Seq2SeqLMOutput(logits=outputs["logits"], past_key_values=cache, encoder_last_hidden_state=last_hidden)
+        logits = outputs["logits"]
+        if logits.is_inference():  # a PyTorch session's; Whisper's generate() writes into the logits
+            logits = logits.clone()
+        return Seq2SeqLMOutput(logits=logits, past_key_values=cache, encoder_last_hidden_state=last_hidden)
 
 
 def _self_attention_length(cache: Cache | None) -> int:

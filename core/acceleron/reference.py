@@ -121,6 +121,7 @@ class TorchBackend(Backend):
     def artifact_files(self, artifact: Path) -> list[Path]:
         folder = artifact.parent
         patterns = (
+            "config.json",  # find_artifact needs it beside the weights (a multi-graph kind's subfolder too)
             "model*.safetensors",
             "model.safetensors.index.json",
             "pytorch_model*.bin",

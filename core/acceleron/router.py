@@ -21,7 +21,7 @@ from acceleron.cache import read_manifest
 from acceleron.errors import AcceleronError, ArtifactNotFoundError, InvalidOptionError, TaskNotSupportedError
 from acceleron.modeling import MODEL_CLASSES, OptimizedModel
 from acceleron.plugins import get_plugin_manager
-from acceleron.tasks import get_task, infer_task, normalize_task
+from acceleron.tasks import get_task, infer_task, normalize_task, translation_languages
 
 if TYPE_CHECKING:
     from transformers import Pipeline
@@ -215,6 +215,8 @@ def pipeline(
     return _build_pipeline(
         canonical_task,
         optimized,
+        # translation_xx_to_yy names the languages: the pipeline gets the name as given
+        pipeline_task=task if isinstance(task, str) and translation_languages(task) else canonical_task,
         config=config,
         tokenizer=tokenizer,
         feature_extractor=feature_extractor,
@@ -256,7 +258,9 @@ def _install_log_filter() -> None:
             _filter_installed = True
 
 
-def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **kwargs: Any) -> Pipeline:
+def _build_pipeline(
+    task: str, model: OptimizedModel, *, length_sorted: bool, pipeline_task: str | None = None, **kwargs: Any
+) -> Pipeline:
     import transformers
     from transformers.pipelines import check_task
 
@@ -264,7 +268,8 @@ def _build_pipeline(task: str, model: OptimizedModel, *, length_sorted: bool, **
 
     replacement = replacement_pipeline(task)
     if replacement is not None:
-        return _build_replacement(task, model, kwargs.pop("pipeline_class", None) or replacement, **kwargs)
+        cls = kwargs.pop("pipeline_class", None) or replacement
+        return _build_replacement(pipeline_task or task, model, cls, **kwargs)
     if kwargs.get("pipeline_class") is None and length_sorted:
         from acceleron.fast_pipelines import FAST_PIPELINES
 

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 #: Task -> ``"module:Class"`` of acceleron's pipeline for it, used where transformers has none.
 REMOVED_PIPELINES: dict[str, str] = {
     "question-answering": "acceleron.pipelines.question_answering:QuestionAnsweringPipeline",
+    "text2text-generation": "acceleron.pipelines.text2text:Text2TextGenerationPipeline",
+    "summarization": "acceleron.pipelines.text2text:SummarizationPipeline",
+    "translation": "acceleron.pipelines.text2text:TranslationPipeline",
+    "image-to-text": "acceleron.pipelines.image_to_text:ImageToTextPipeline",
 }
 
 

@@ -39,6 +39,7 @@ from acceleron.tasks import TASKS
 from acceleron.testing.tiny import (
     AUDIO_ARCHITECTURES,
     CAUSAL_LM_FAMILIES,
+    SEQ2SEQ_ARCHITECTURES,
     TEXT_ARCHITECTURES,
     TEXT_TASKS,
     VISION_ARCHITECTURES,
@@ -100,6 +101,10 @@ class BackendConformance:
     causal_lm_families: ClassVar[tuple[str, ...]] = CAUSAL_LM_FAMILIES
     #: New tokens of the greedy checks.
     generation_tokens: ClassVar[int] = 64
+    #: Encoder-decoder architectures the encoder-decoder checks run on, each with its task (below).
+    seq2seq_architectures: ClassVar[tuple[str, ...]] = SEQ2SEQ_ARCHITECTURES
+    #: New tokens of the encoder-decoder greedy checks.
+    seq2seq_tokens: ClassVar[int] = 32
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         """Parametrise ``case`` (task, architecture), ``vision_task``, ``arch`` (text) and ``family`` (causal LM)
@@ -115,6 +120,8 @@ class BackendConformance:
             metafunc.parametrize("speech_arch", list(type(self).speech_architectures))
         if "family" in metafunc.fixturenames:
             metafunc.parametrize("family", list(type(self).causal_lm_families))
+        if "seq2seq_arch" in metafunc.fixturenames:
+            metafunc.parametrize("seq2seq_arch", list(type(self).seq2seq_architectures))
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -570,3 +577,159 @@ class BackendConformance:
         inputs = tokenizer(["what is the capital"], return_tensors="pt")
         settings = {"max_new_tokens": 16, "min_new_tokens": 16, "do_sample": False}
         assert torch.equal(model.generate(**inputs, **settings), reloaded.generate(**inputs, **settings))
+
+    # ---- encoder-decoder models (run for the tasks the backend supports) ----
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def seq2seq_models(cls, backend: Any, tiny_models: Any, export_cache: Any) -> Any:
+        """``get(arch)`` -> (task, folder, model on the backend, PyTorch float32 model), exported once per arch."""
+        loaded: dict[str, tuple[str, Path, Any, Any]] = {}
+
+        def get(arch: str) -> tuple[str, Path, Any, Any]:
+            if arch not in loaded:
+                import transformers
+
+                from acceleron.tasks import get_task
+
+                task = _SEQ2SEQ_TASKS[arch]
+                if task not in backend.supported_tasks():
+                    pytest.skip(f"{cls.backend_name} does not support {task}")
+                folder = tiny_models(task, arch)
+                model = cls.load(
+                    backend, folder, task=task, export=True, export_cache=export_cache, strict=True, **dict(cls.options)
+                )
+                spec = get_task(task, [_SEQ2SEQ_CLASSES[arch]])
+                reference = getattr(transformers, spec.auto_class).from_pretrained(folder).eval()
+                loaded[arch] = (task, folder, model, reference)
+            return loaded[arch]
+
+        return get
+
+    def test_seq2seq_greedy_and_beam_match_pytorch(self, seq2seq_models: Any, seq2seq_arch: str) -> None:
+        """Greedy decoding of ``seq2seq_tokens`` tokens (a padded batch for text) and beam search give PyTorch's
+        tokens in float32; the decoder graph serves the first step and every later one."""
+        import torch
+
+        from acceleron.seq2seq import encoder_example
+
+        _, _, model, reference = seq2seq_models(seq2seq_arch)
+        inputs = encoder_example(reference, batch_size=2, length=9, seed=3)
+        count = self.seq2seq_tokens
+        for settings in (
+            {"max_new_tokens": count, "min_new_tokens": count, "do_sample": False},
+            {"max_new_tokens": 8, "num_beams": 3, "do_sample": False},
+        ):
+            got = model.generate(**inputs, **settings)
+            assert got.shape[0] == 2
+            if self._float32(model):
+                with torch.inference_mode():
+                    expected = reference.generate(**inputs, **settings)
+                assert torch.equal(got, expected), f"{seq2seq_arch}: {settings} tokens differ from PyTorch float32"
+
+    def test_seq2seq_pipelines_match_transformers(self, seq2seq_models: Any, seq2seq_arch: str) -> None:
+        """Each encoder-decoder task's pipeline (acceleron's where transformers 5 has none) gives the results of
+        the same pipeline on the PyTorch model, in float32."""
+        from acceleron.router import pipeline
+
+        task, folder, model, reference = seq2seq_models(seq2seq_arch)
+        pipeline_task = "translation_en_to_fr" if seq2seq_arch == "t5" else task
+        inputs, settings = _seq2seq_pipeline_inputs(task)
+        ours = pipeline(pipeline_task, model=model)
+        got = ours(inputs, **settings)
+        assert isinstance(got, list) and len(got) == len(inputs)
+        if self._float32(model):
+            expected = _reference_pipeline(pipeline_task, reference, folder)(inputs, **settings)
+            assert got == expected
+
+    def test_seq2seq_save_reload_and_threads(self, seq2seq_models: Any, tmp_path: Path) -> None:
+        """A saved encoder-decoder reloads without exporting; two threads generating from one model give the
+        serial results."""
+        import torch
+
+        from acceleron.cache import ExportCache
+        from acceleron.seq2seq import encoder_example
+
+        _, _, model, reference = seq2seq_models(self.seq2seq_architectures[0])
+        saved = model.save_pretrained(tmp_path / "saved")
+        untouched = ExportCache(tmp_path / "must-stay-empty")
+        reloaded = type(model).from_pretrained(
+            saved,
+            accelerator=model.backend,
+            export=False,
+            export_cache=untouched,
+            trust_remote_code=model.backend.artifact_runs_code,
+            **dict(self.options),
+        )
+        assert not untouched.root.exists(), "loading a saved model must not export again"
+        inputs = [encoder_example(reference, batch_size=1, length=5 + i, seed=i) for i in range(4)]
+        settings = {"max_new_tokens": 12, "min_new_tokens": 12, "do_sample": False}
+        serial = [model.generate(**x, **settings) for x in inputs]
+        assert torch.equal(reloaded.generate(**inputs[0], **settings), serial[0])
+        results: dict[int, Any] = {}
+        errors: list[BaseException] = []
+
+        def work(index: int) -> None:
+            try:
+                results[index] = model.generate(**inputs[index], **settings)
+            except BaseException as error:  # surfaced below
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        assert all(torch.equal(results[i], serial[i]) for i in range(len(inputs)))
+
+
+#: The task each tiny encoder-decoder is checked on, and its transformers class.
+_SEQ2SEQ_TASKS = {
+    "t5": "text2text-generation",
+    "bart": "summarization",
+    "marian": "translation",
+    "whisper": "automatic-speech-recognition",
+    "vision-encoder-decoder": "image-to-text",
+}
+_SEQ2SEQ_CLASSES = {
+    "t5": "T5ForConditionalGeneration",
+    "bart": "BartForConditionalGeneration",
+    "marian": "MarianMTModel",
+    "whisper": "WhisperForConditionalGeneration",
+    "vision-encoder-decoder": "VisionEncoderDecoderModel",
+}
+
+
+def _seq2seq_pipeline_inputs(task: str) -> tuple[list[Any], dict[str, Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if task == "automatic-speech-recognition":  # one 2.5 s clip, chunked by 1 s windows, with timestamps
+        clips = [rng.standard_normal(16000).astype(np.float32), rng.standard_normal(40000).astype(np.float32)]
+        return clips, {"max_new_tokens": 10, "return_timestamps": True, "chunk_length_s": 1.0, "batch_size": 2}
+    if task == "image-to-text":
+        from PIL import Image
+
+        images = [Image.fromarray(rng.integers(0, 255, (40 + 8 * i, 48, 3), dtype=np.uint8)) for i in range(2)]
+        return images, {"max_new_tokens": 10}
+    return ["the movie was great fun", "john lives in paris and mary in london"], {"max_new_tokens": 10}
+
+
+def _reference_pipeline(task: str, model: Any, folder: Path) -> Any:
+    """The same pipeline on the PyTorch model: transformers' own, or acceleron's where transformers has none."""
+    import transformers
+
+    from acceleron.pipelines import replacement_pipeline
+    from acceleron.tasks import normalize_task
+
+    replacement = replacement_pipeline(normalize_task(task))
+    if replacement is None:
+        build: Any = transformers.pipeline
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        extractor = transformers.AutoFeatureExtractor.from_pretrained(folder)
+        return build(task, model=model, tokenizer=tokenizer, feature_extractor=extractor)
+    parts: dict[str, Any] = {"tokenizer": transformers.AutoTokenizer.from_pretrained(folder)}
+    if getattr(replacement, "_load_image_processor", None):
+        parts["image_processor"] = transformers.AutoImageProcessor.from_pretrained(folder)
+    return replacement(model=model, task=task, **parts)

@@ -512,7 +512,7 @@ def _whisper_parts() -> tuple[Any, Any, dict[str, Any]]:
     bpe = _byte_level_bpe(("<|endoftext|>",), [*WORDS, *sample_inputs("text-classification", 6)])
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    tokenizer = WhisperTokenizer(vocab=model["vocab"], merges=merges, model_max_length=64)
+    tokenizer = WhisperTokenizer(vocab=model["vocab"], merges=merges, model_max_length=64, pad_token="<|endoftext|>")
     timestamps = [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
     tokenizer.add_special_tokens({"additional_special_tokens": list(_WHISPER_SPECIAL)})
     tokenizer.add_tokens(timestamps)
@@ -573,6 +573,7 @@ def _seq2seq_model(arch: str, seed: int) -> tuple[Any, list[Any]]:
         generation.forced_decoder_ids = None
         generation.lang_to_id = {"<|en|>": special["<|en|>"]}
         generation.task_to_id = {"transcribe": special["<|transcribe|>"], "translate": special["<|translate|>"]}
+        generation._from_model_config = False  # else generate() rebuilds it from the config, without the above
         return model, [tokenizer, extractor]
     if arch == "vision-encoder-decoder":
         tokenizer = _causal_tokenizer()

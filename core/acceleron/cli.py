@@ -45,6 +45,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     backends = commands.add_parser("backends", help="list known and installed backends with their status")
     backends.add_argument("--json", action="store_true", help="print JSON")
+    backends.add_argument(
+        "--tasks", action="store_true", help="print the table of tasks by backend (Markdown, as in the README)"
+    )
 
     export = commands.add_parser("export", help="export a model for a backend into a folder")
     export.add_argument("model", help="model id or local folder")
@@ -197,6 +200,11 @@ def _backends(args: argparse.Namespace) -> int:
     statuses = list_backends()
     if args.json:
         print(json.dumps([status.to_dict() for status in statuses], indent=2))
+        return 0
+    if args.tasks:
+        from acceleron.status import task_table
+
+        print(task_table(statuses))
         return 0
     rows = [("NAME", "PRIORITY", "STATUS", "DISTRIBUTION", "REASON")]
     for status in statuses:

@@ -497,7 +497,8 @@ class _WhisperShape:
     """The attributes of a Whisper model that transformers' Whisper ``generate()`` reads besides the config:
     the strides of the encoder's two convolutions (1 and 2 in every Whisper)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Any) -> None:
+        self.config = config  # generate() switches its attention implementation for word timestamps
         conv = type("Conv", (), {})
         self.encoder = type("Encoder", (), {"conv1": conv(), "conv2": conv()})()
         self.encoder.conv1.stride = (1,)
@@ -552,7 +553,7 @@ class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
         self.main_input_name = self.encoder_session.input_names[0]
         self.generation_config = _generation_config(self.preprocessor_dir, self.config)
         if getattr(self.config, "model_type", "") == "whisper":
-            self.model = _WhisperShape()
+            self.model = _WhisperShape(self.config)
 
     @classmethod
     def can_generate(cls) -> bool:
@@ -584,7 +585,8 @@ class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
         if self.dtype != torch.float32:
             prepared = {name: v.to(self.dtype) if v.is_floating_point() else v for name, v in prepared.items()}
         outputs = self._run(self.encoder_session, prepared)
-        cross = tuple(outputs[name] for name in self.layout.cross_names)
+        # Runtimes return floating outputs in float32; the decoder takes the cross keys/values as its cache dtype.
+        cross = tuple(outputs[name].to(self.cache_dtype) for name in self.layout.cross_names)
         return Seq2SeqEncoderOutput(last_hidden_state=outputs["last_hidden_state"], cross_key_values=cross)
 
     def _run(self, session: Session, prepared: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -630,6 +632,7 @@ class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
         """One decoder step (running the encoder first when no ``encoder_outputs`` are given)."""
         from acceleron import seq2seq
 
+        _refuse_attentions(kwargs)
         if decoder_input_ids is None:
             raise InvalidInputError(f"{type(self).__name__} needs decoder_input_ids (generate() passes them)")
         if encoder_outputs is None:
@@ -663,6 +666,16 @@ class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
         if logits.is_inference():  # a PyTorch session's; Whisper's generate() writes into the logits
             logits = logits.clone()
         return Seq2SeqLMOutput(logits=logits, past_key_values=cache, encoder_last_hidden_state=last_hidden)
+
+
+def _refuse_attentions(kwargs: Mapping[str, Any]) -> None:
+    """Exported graphs return no attention weights: say so instead of returning none silently."""
+    if kwargs.get("output_attentions"):
+        raise InvalidInputError(
+            "acceleron's exported graphs return no attention weights (output_attentions), which Whisper's word-level "
+            "timestamps (return_timestamps='word', return_token_timestamps) are computed from; use "
+            "return_timestamps=True for segment timestamps, or transformers' own pipeline for word timestamps."
+        )
 
 
 def _self_attention_length(cache: Cache | None) -> int:
@@ -731,4 +744,10 @@ def _whisper_class() -> type[OptimizedModel]:
     """:class:`Seq2SeqLMModel` with transformers' Whisper ``generate()`` (long-form audio, timestamps, language)."""
     from transformers.models.whisper.generation_whisper import WhisperGenerationMixin
 
-    return type("WhisperSeq2SeqLMModel", (WhisperGenerationMixin, Seq2SeqLMModel), {})
+    class WhisperSeq2SeqLMModel(WhisperGenerationMixin, Seq2SeqLMModel):  # type: ignore[misc]
+        def generate(self, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("return_token_timestamps"):  # what return_timestamps="word" asks for
+                _refuse_attentions({"output_attentions": True})
+            return super().generate(*args, **kwargs)
+
+    return WhisperSeq2SeqLMModel

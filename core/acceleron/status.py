@@ -7,7 +7,7 @@ from typing import Any
 
 from acceleron.errors import PluginLoadError
 from acceleron.plugins import KNOWN_BACKENDS, PluginManager, PluginRecord, Status, get_plugin_manager
-from acceleron.tasks import TASKS
+from acceleron.tasks import _TASKS, TASKS, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -124,3 +124,48 @@ def _status(registry: PluginManager, record: PluginRecord) -> BackendStatus:
 def list_backends() -> list[BackendStatus]:
     """Status of every known or installed backend, best first."""
     return backend_statuses(get_plugin_manager())
+
+
+#: How each task kind runs, in the task table.
+_KIND_WORDS = {
+    "single-pass": "one pass",
+    "causal-lm": "decoder steps, KV cache",
+    "encoder-decoder": "encoder, then decoder steps",
+}
+#: The backends of the README's table, in column order.
+TABLE_BACKENDS = ("ov", "ort", "ipex", "torch")
+
+
+def _models_served(spec: TaskSpec) -> str:
+    """The models a task entry serves: its Auto class, and the transformers mapping that picks the entry."""
+    mapping = spec.mapping_names.removeprefix("MODEL_FOR_").removesuffix("_MAPPING_NAMES").lower()
+    mapping = {"model": "base", "speech_seq_2_seq": "speech seq2seq", "seq_to_seq_causal_lm": "seq2seq LM"}.get(
+        mapping, mapping.replace("_", " ")
+    )
+    served = f"`{spec.auto_class}`"
+    return f"{served} ({mapping} models)" if mapping else served
+
+
+def task_table(statuses: list[BackendStatus] | None = None, backends: tuple[str, ...] = TABLE_BACKENDS) -> str:
+    """A Markdown table of every task entry (a task served by two kinds has two rows) by backend, from the code.
+
+    A cell is "yes" when the backend claims the task, "no" with the backend's reason when it declares
+    it unsupported, and "not installed" for a backend that is not here.
+    """
+    by_name = {status.name: status for status in statuses or list_backends()}
+    header = ["task", "how it runs", "models", *backends]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for spec in _TASKS:
+        aliases = f" ({', '.join(spec.aliases)})" if spec.aliases else ""
+        cells = [f"{spec.name}{aliases}", _KIND_WORDS.get(spec.kind.name, spec.kind.name), _models_served(spec)]
+        for name in backends:
+            status = by_name.get(name)
+            if status is None or status.status != "ok":
+                cells.append("not installed")
+            elif spec.name in status.tasks:
+                cells.append("yes")
+            else:
+                reason = status.unsupported.get(spec.name, "")
+                cells.append(f"no: {reason.split('. ')[0].rstrip('.')}" if reason else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -573,6 +573,7 @@ def _seq2seq_model(arch: str, seed: int) -> tuple[Any, list[Any]]:
         generation.forced_decoder_ids = None
         generation.lang_to_id = {"<|en|>": special["<|en|>"]}
         generation.task_to_id = {"transcribe": special["<|transcribe|>"], "translate": special["<|translate|>"]}
+        generation.alignment_heads = [[1, 0], [1, 2]]  # (layer, head) pairs for word timestamps
         generation._from_model_config = False  # else generate() rebuilds it from the config, without the above
         return model, [tokenizer, extractor]
     if arch == "vision-encoder-decoder":

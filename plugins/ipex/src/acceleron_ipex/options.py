@@ -20,7 +20,7 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 #: Why dynamic int8 is refused for a graph that carries a KV cache (measured on SmolLM2-135M-Instruct).
 CACHE_INT8_REFUSED = (
-    "the ipex backend does not offer dtype='int8' for text-generation: its int8 is PyTorch's dynamic "
+    "the ipex backend does not offer dtype='int8' for generating tasks (a decoder with a KV cache): its int8 is PyTorch's dynamic "
     "quantisation, one activation scale per tensor, and a decoder's first token carries activations so "
     "large that the rest of a prompt loses its precision (SmolLM2-135M: the prefill's next-token argmax "
     "agreed with float32 on 25% of positions; leaving down_proj and lm_head in float32 still only 58%). "
@@ -58,13 +58,14 @@ class IpexOptions(Options):
     def check_graph(self, graph: GraphPlan) -> None:
         """Refuse what a graph carrying a KV cache (it takes past inputs) cannot run with: dynamic int8
         (per-tensor activation scales wreck a decoder's prefill) and ``compile``."""
-        if not any(name.startswith("past_key_values.") for name in graph.input_names):
+        # The causal step's past (past_key_values.*) and an encoder-decoder step's (past.*): see acceleron.seq2seq.
+        if not any(name.startswith(("past_key_values.", "past.")) for name in graph.input_names):
             return
         if self.compute_dtype == "int8":
             raise InvalidOptionError(CACHE_INT8_REFUSED)
         if self.compile:
             raise InvalidOptionError(
-                "compile is not supported for text-generation on the ipex backend; pass compile=False."
+                "compile is not supported for generating tasks on the ipex backend; pass compile=False."
             )
 
 

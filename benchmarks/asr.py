@@ -206,20 +206,30 @@ class CT2Whisper:
         while seek < len(waveform) - int(TIME_PRECISION * SAMPLE_RATE):
             chunk = waveform[seek : seek + window]
             ids = self._generate([chunk], [self.sot])[0]
-            is_time = [t >= self.timestamp_begin for t in ids]
-            # A segment closes where two timestamp tokens follow each other.
-            closes = [i for i in range(1, len(ids)) if is_time[i] and is_time[i - 1]]
-            single_ending = len(ids) >= 2 and is_time[-1] and not is_time[-2]
-            if closes and not single_ending:
-                # The text after the last closed segment was cut by the window: decode it again next time.
-                last = closes[-1]
-                texts.append(self._text(ids[:last]))
-                advance = (ids[last] - self.timestamp_begin) * TIME_PRECISION
-                seek += max(int(advance * SAMPLE_RATE), 1) if advance > 0 else len(chunk)
-            else:
-                texts.append(self._text(ids))
-                seek += len(chunk)
+            used, advance = window_step(ids, self.timestamp_begin)
+            texts.append(self._text(used))
+            seek += len(chunk) if advance is None else max(int(advance * SAMPLE_RATE), 1)
         return " ".join(text.strip() for text in texts if text.strip())
+
+
+def window_step(ids: Sequence[int], timestamp_begin: int) -> tuple[list[int], float | None]:
+    """The tokens of one window to keep, and how far (seconds) to move on; None: past the whole window.
+
+    A segment closes where two timestamp tokens follow each other (the end of one, the start of the
+    next). Unless the output ends with a lone timestamp (its last segment complete, silence after),
+    what follows the last closing pair may be cut by the window's end: it is dropped and the next
+    window starts at the end of the last closed segment. Otherwise (a lone final timestamp, or no
+    closing pair) everything is kept and the next window starts after this one.
+    """
+    is_time = [t >= timestamp_begin for t in ids]
+    closes = [i for i in range(1, len(ids)) if is_time[i] and is_time[i - 1]]
+    single_ending = len(ids) >= 2 and is_time[-1] and not is_time[-2]
+    if closes and not single_ending:
+        last = closes[-1]
+        advance = (ids[last - 1] - timestamp_begin) * TIME_PRECISION
+        if advance > 0:
+            return list(ids[:last]), advance
+    return list(ids), None
 
 
 def ct2_engines(

@@ -329,6 +329,9 @@ def summarise(engines: Sequence[Engine], items: Sequence[Item], **settings: Any)
                 same = [a == b for a, b in zip(engine.texts, reference.texts)]
                 row["same_text_as_stock"] = sum(same)
                 row["different_text"] = [items[i].name for i, ok in enumerate(same) if not ok]
+            row["wer_by_item"] = {
+                item.name: round(assets.word_error_rate(item.text, text), 4) for item, text in zip(items, engine.texts)
+            }
             row["texts"] = dict(zip((item.name for item in items), engine.texts))
         for metric, values in (("wall", engine.wall), ("cpu", engine.cpu)):
             stats = _stats(values)
@@ -392,9 +395,11 @@ def format_table(report: dict[str, Any]) -> str:
             return "-" if value is None else f"{value:.3f}"
 
         same = f"{row['same_text_as_stock']}/{settings['items']}" if "same_text_as_stock" in row else "-"
+        error = " ".join((row["error"] or "").split())
+        error = error if len(error) <= 110 else error[:107] + "..."
         lines.append(
             f"{row['engine']:<28} {number('wer_short'):>9} {number('wer_long'):>9} {number('rtf_wall'):>9} "
-            f"{number('rtf_cpu'):>8} {same:>8}  {row['error'] or ''}"
+            f"{number('rtf_cpu'):>8} {same:>8}  {error}"
         )
     return "\n".join(lines)
 

@@ -1161,7 +1161,11 @@ WHISPER_CHECK_MAX_WER = 0.10
 
 
 def whisper_check() -> tuple[str, bool]:
-    """Transcribe the LibriVox sentences with the stock pipeline; ``(description, passed)``."""
+    """Transcribe the LibriVox sentences with the stock pipeline; ``(description, passed)``.
+
+    The pipeline runs with its defaults, which for Whisper include beam search with 5 beams (the
+    generation config leaves ``num_beams`` unset, and the pipeline then follows OpenAI's default).
+    """
     pipe = load_whisper_pipeline()
     items = [item for item in speech_recordings(include_long=False) if item[0].startswith("librivox-")]
     hypotheses = [str(pipe(waveform.copy())["text"]) for _, waveform, _ in items]

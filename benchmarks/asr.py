@@ -140,23 +140,23 @@ def acceleron_engines(
     import acceleron
 
     engines = []
-    for backend in backends:
+    for variant in backends:
+        backend, _, dtype = variant.partition(":")  # "ov:float32": a backend at a dtype (default: its auto)
+        options: dict[str, Any] = {"num_threads": threads, **({"dtype": dtype} if dtype else {})}
         pipe: Any = None
         load_seconds = None
         error = None
         try:
             started = time.perf_counter()
             pipe = acceleron.pipeline(
-                "automatic-speech-recognition",
-                str(folder),
-                accelerator=backend,
-                accelerator_options={"num_threads": threads},
+                "automatic-speech-recognition", str(folder), accelerator=backend, accelerator_options=options
             )
             load_seconds = time.perf_counter() - started
         except Exception as exc:
             error = "pipeline(): " + _error(exc)
         for batch_size in batch_sizes:
-            engine = Engine(f"acceleron-{backend}/b{batch_size}", load_seconds=load_seconds, error=error)
+            label = f"{backend}/{dtype}" if dtype else backend
+            engine = Engine(f"acceleron-{label}/b{batch_size}", load_seconds=load_seconds, error=error)
             if pipe is not None:
                 engine.transcribe = _pipeline_transcriber(pipe, batch_size, beams)
             engines.append(engine)
@@ -411,7 +411,11 @@ def _log(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma-separated acceleron backends ('' for none)")
+    parser.add_argument(
+        "--backends",
+        default=DEFAULT_BACKENDS,
+        help="comma-separated acceleron backends, each optionally with a dtype ('ov:float32'); '' for none",
+    )
     parser.add_argument("--beams", type=int, default=1, help="beam size for every engine (1: greedy)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

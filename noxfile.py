@@ -166,7 +166,8 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmark of every installed backend against eager PyTorch."""
     plugin_args = _plugin_args()
-    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args, "matplotlib", *REAL_MODEL_DEPS)
+    # ctranslate2: faster-whisper's engine, measured next to ours by the asr workload
+    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args, "matplotlib", "ctranslate2", *REAL_MODEL_DEPS)
     env = {**ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     session.run("python", str(ROOT / "benchmarks" / "bench.py"), *session.posargs, env=env)
 

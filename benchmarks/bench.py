@@ -1023,9 +1023,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny random models and synthetic sentences")
     parser.add_argument(
         "--workload",
-        choices=("all", "classification", "generation"),
+        choices=("all", "classification", "generation", "asr"),
         default="all",
-        help="classification (and embeddings) on the sentiment model, text generation on SmolLM2, or both",
+        help="classification (and embeddings) on the sentiment model, text generation on SmolLM2, both (all), "
+        "or speech recognition on Whisper tiny.en against CTranslate2 (asr: benchmarks/asr.py, not part of all)",
     )
     parser.add_argument("--new-tokens", type=int, default=64, help="generation: new tokens per run (forced)")
     parser.add_argument(
@@ -1050,11 +1051,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     backends = args.backends.split(",") if args.backends else None
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.workload == "asr":
+        return _asr_main(args, backends)
     if args.workload in ("all", "classification"):
         _classification_main(args, backends)
     if args.workload in ("all", "generation"):
         _generation_main(args, backends)
     return 0
+
+
+def _asr_main(args: argparse.Namespace, backends: list[str] | None) -> int:
+    """The speech workload: benchmarks/asr.py with this run's backends, threads, repeats and output folder."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import asr
+
+    variants = backends or ["torch", *(name for name in _installed_backends() if name != "torch")]
+    for name in list(variants):  # float32 next to each accelerated backend's default dtype
+        if ":" not in name and name != "torch" and f"{name}:float32" not in variants:
+            variants.append(f"{name}:float32")
+    argv = ["--backends", ",".join(variants), "--threads", str(args.threads), "--repeats", str(args.repeats)]
+    return int(asr.main([*argv, "--out", str(args.out / "asr.json")]))
+
+
+def _installed_backends() -> list[str]:
+    from acceleron import list_backends
+
+    return [status.name for status in list_backends() if status.status == "ok" and status.auto_select]
 
 
 def _generation_main(args: argparse.Namespace, backends: list[str] | None) -> None:

@@ -196,9 +196,11 @@ class BackendConformance:
         if "family" in metafunc.fixturenames:
             metafunc.parametrize("family", list(type(self).causal_lm_families))
         if "sentence_case" in metafunc.fixturenames:
-            cases = list(type(self).sentence_cases)
-            ids = [f"{'+'.join([m] if isinstance(m, str) else m)}-{'normalize' if n else 'raw'}" for m, n in cases]
-            metafunc.parametrize("sentence_case", cases, ids=ids)
+            sentence_cases = list(type(self).sentence_cases)
+            names = [
+                f"{'+'.join([m] if isinstance(m, str) else m)}-{'normalize' if n else 'raw'}" for m, n in sentence_cases
+            ]
+            metafunc.parametrize("sentence_case", sentence_cases, ids=names)
 
     @pytest.fixture(scope="class")
     @classmethod

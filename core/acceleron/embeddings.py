@@ -126,7 +126,7 @@ class SentenceEncoder:
         return self.model.backend
 
     def get_sentence_embedding_dimension(self) -> int:
-        """The length of each vector (the session's output, or the encoder's width times the pooling modes)."""
+        """The length of each vector: the encoder's width times the number of pooling modes."""
         hidden = int(getattr(self.model.config, "hidden_size", 0) or getattr(self.model.config, "dim", 0))
         return hidden * len(self.modules.pooling)
 

@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 # Public names, loaded on first access so that `import acceleron` stays light.
 _LAZY = {
     "pipeline": "acceleron.router",
+    "embed": "acceleron.embeddings",
+    "SentenceEncoder": "acceleron.embeddings",
     "OptimizedModel": "acceleron.modeling",
     "CausalLMModel": "acceleron.modeling",
     "Backend": "acceleron.backend",
@@ -53,6 +55,7 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:
     from acceleron.backend import Availability, Backend, Options, Session
     from acceleron.cache import ExportCache
+    from acceleron.embeddings import SentenceEncoder, embed
     from acceleron.errors import (
         AcceleronError,
         ArtifactNotFoundError,

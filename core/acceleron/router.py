@@ -166,6 +166,12 @@ def pipeline(
         torch_dtype = kwargs.pop("torch_dtype")
         dtype = torch_dtype if dtype == "auto" else dtype
     canonical_task = resolve_task(task, model)
+    if canonical_task == "sentence-embedding":  # refused before anything is exported
+        raise TaskNotSupportedError(
+            "sentence-embedding has no transformers pipeline: use acceleron.embed(sentences, model) or "
+            "acceleron.SentenceEncoder(model).encode(sentences) for pooled sentence vectors, or "
+            "pipeline('feature-extraction', ...) for token vectors."
+        )
     if isinstance(model, OptimizedModel):
         _check_passed_model(model, accelerator, canonical_task)
     if device_map is not None:

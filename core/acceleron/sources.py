@@ -14,6 +14,7 @@ linked elsewhere is skipped with a warning; an artifact file linked elsewhere, a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -157,17 +158,55 @@ def copy_preprocessor_files(source: Path, target: Path) -> list[str]:
                 continue
             shutil.copy2(path, target / path.name)  # follows the link: the copy is a file
             copied.append(path.name)
+    for relative in sentence_module_files(source):
+        destination = target / relative
+        if destination.exists():
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, destination)
+        copied.append(relative)
     return copied
 
 
+def sentence_module_files(folder: Path) -> list[str]:
+    """The configuration files of a sentence-transformers folder's modules (``1_Pooling/config.json``, ...).
+
+    sentence-transformers lists its modules in ``modules.json``; each module other than the transformer
+    keeps its settings in a subfolder. Those settings shape a sentence-embedding export (the pooling
+    mode is part of the graph), so they are part of the source's fingerprint, and they travel with
+    exports and saved models. Only ``*.json`` files directly inside a listed subfolder count (never
+    weights); a path leading out of ``folder``, or a file linking out of it, is skipped. Relative
+    POSIX paths, sorted; empty for a folder without ``modules.json``.
+    """
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    found: set[str] = set()
+    for module in modules if isinstance(modules, list) else []:
+        relative = module.get("path") if isinstance(module, dict) else None
+        if not isinstance(relative, str) or not confined_path(relative):
+            continue  # "" is the transformer at the folder's top level; others are refused when read
+        subfolder = folder / relative
+        if not subfolder.is_dir() or not stays_inside(subfolder, folder):
+            continue
+        for path in sorted(subfolder.iterdir()):
+            if path.is_file() and path.suffix == ".json" and stays_inside(path, folder):
+                found.add(f"{relative}/{path.name}")
+    return sorted(found)
+
+
 def source_fingerprint(source: ModelSource) -> str:
-    """What identifies the source's content: a hub commit, or the hashes of the folder's top-level files."""
+    """What identifies the source's content: a hub commit, or the hashes of the folder's top-level files
+    and of its sentence-transformers module settings (:func:`sentence_module_files`)."""
     if not source.is_local:
         return f"hub:{source.model_id}@{source.revision}"
     entries = []
     for path in sorted(source.path.iterdir()):
         if path.is_file() and path.name != MANIFEST_NAME:
             entries.append(f"{path.name}:{_memo_sha256(path)}")
+    # A sentence-transformers folder's pooling settings live in a subfolder (1_Pooling/config.json).
+    entries += [f"{relative}:{_memo_sha256(source.path / relative)}" for relative in sentence_module_files(source.path)]
     return "sha256:" + cache_key({"files": entries})
 
 

@@ -131,6 +131,7 @@ _KIND_WORDS = {
     "single-pass": "one pass",
     "causal-lm": "decoder steps, KV cache",
     "encoder-decoder": "encoder, then decoder steps",
+    "sentence-embedding": "one pass, pooled in the graph",
 }
 #: The backends of the README's table, in column order.
 TABLE_BACKENDS = ("ov", "ort", "ipex", "torch")

@@ -437,6 +437,39 @@ def position_limit(config: Any) -> int | None:
     return table
 
 
+class SentenceEmbedding(SinglePass):
+    """A sentence-transformers model: the encoder, its pooling and its ``Normalize`` module in one graph.
+
+    The graph returns ``sentence_embedding`` (``[batch, dim]``) instead of token vectors; the pooling mode
+    comes from the folder the model was loaded from (``1_Pooling/config.json``, see :mod:`acceleron.sentence`).
+    """
+
+    name = "sentence-embedding"
+
+    def plan(self, task: TaskSpec, model: PreTrainedModel) -> ExportPlan:
+        from acceleron.sentence import pooled_encoder
+
+        names = self.input_names(task, model)
+        graph = GraphPlan(
+            name="model",
+            module=pooled_encoder(model, names),
+            input_names=names,
+            output_names=list(task.output_names),
+            dynamic_axes=self.dynamic_axes(task, names),
+            example_inputs=self.example_inputs(task, model),
+        )
+        return ExportPlan(task=task, model=model, graphs=[graph])
+
+    def validation_cases(self, plan: ExportPlan) -> list[ValidationCase]:
+        import torch
+
+        graph = plan.graph
+        inputs = self.example_inputs(plan.task, plan.model, batch_size=3, sequence_length=11, seed=1)
+        with torch.inference_mode():
+            outputs = graph.module(*(inputs[name] for name in graph.input_names))
+        return [ValidationCase("forward", inputs, dict(zip(graph.output_names, outputs)), list(graph.output_names))]
+
+
 class CausalLM(TaskKind):
     """A decoder driven by ``generate()``: one step graph with the KV cache as flat inputs and outputs.
 
@@ -708,7 +741,7 @@ _TASKS: tuple[TaskSpec, ...] = (
         modality="text",
         outputs=_token_level("last_hidden_state"),
         mapping_names="MODEL_MAPPING_NAMES",
-        aliases=("embeddings", "sentence-embeddings"),
+        aliases=("embeddings",),
     ),
     TaskSpec(
         name="text-classification",
@@ -847,6 +880,17 @@ _TASKS: tuple[TaskSpec, ...] = (
         },
         mapping_names="MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
         classifier=True,
+    ),
+    # ---- sentence vectors of sentence-transformers folders, pooled inside the graph ----
+    TaskSpec(
+        name="sentence-embedding",
+        auto_class="AutoModel",
+        output_class="acceleron.sentence.SentenceEmbeddingOutput",
+        modality="text",
+        outputs={"sentence_embedding": {0: BATCH}},
+        mapping_names="",  # a config.json cannot tell: asked for by name (acceleron.embed, SentenceEncoder)
+        aliases=("sentence-embeddings",),
+        kind=SentenceEmbedding(),
     ),
 )
 

@@ -15,7 +15,9 @@ that ``save_pretrained``/``from_pretrained`` round-trips without exporting again
 unsupported tasks are refused with ``TaskNotSupportedError``, that an absurd ``num_threads`` is
 refused with ``InvalidOptionError`` before the runtime sees it, that concurrent calls from threads
 give the serial results, that the vision pipelines (object detection, segmentation, depth, image
-features, zero-shot image classification) give the stock pipeline's results in float32, and that a
+features, zero-shot image classification) give the stock pipeline's results in float32, that tiny
+sentence-transformers folders (mean, cls and mixed pooling, with and without Normalize) give pooled
+sentence vectors from the exported graph within cosine 0.9999 of PyTorch in float32, and that a
 backend claiming text-generation either generates the tokens PyTorch generates or is refused at
 export with an ``ExportError``, nothing cached.
 
@@ -47,6 +49,7 @@ from acceleron.testing.tiny import (
     build_tiny_model,
     outputs_close,
     sample_inputs,
+    tiny_sentence_transformer,
 )
 
 
@@ -74,6 +77,83 @@ def _comparable(result: Any) -> Any:
     return result
 
 
+#: Sentence-transformers folders the sentence-embedding check runs on: (pooling modes, Normalize module).
+SENTENCE_CASES: tuple[tuple[str | tuple[str, ...], bool], ...] = (
+    ("mean", True),
+    ("mean", False),
+    ("cls", True),
+    ("cls", False),
+    (("max", "weightedmean", "lasttoken"), False),
+)
+#: Sentences of several lengths, one longer than the tiny folders' max_seq_length (16 tokens).
+SENTENCES = [
+    "this movie was great fun",
+    "john lives in paris",
+    "the plot was boring and the actors were bad and the story was the worst of the day and night",
+    "a",
+    "what a wonderful film",
+    "mary works at acme in london",
+    "happy",
+]
+
+
+def reference_sentence_embeddings(folder: str | Path, sentences: list[str]) -> Any:
+    """Sentence vectors of a sentence-transformers folder computed in PyTorch, one unpadded sentence at a time.
+
+    Written from the definitions of the pooling modes, independently of :mod:`acceleron.sentence`: the
+    token vectors of each sentence (truncated to ``max_seq_length``) are pooled, the modes concatenated,
+    and normalised when ``modules.json`` lists a ``Normalize`` module. Returns a float32 numpy array.
+    """
+    import numpy as np
+    import torch
+    import transformers
+
+    folder = Path(folder)
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    modes = pooling.get("pooling_mode") or [
+        mode
+        for key, mode in (
+            ("pooling_mode_cls_token", "cls"),
+            ("pooling_mode_max_tokens", "max"),
+            ("pooling_mode_mean_tokens", "mean"),
+            ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens"),
+            ("pooling_mode_weightedmean_tokens", "weightedmean"),
+            ("pooling_mode_lasttoken", "lasttoken"),
+        )
+        if pooling.get(key)
+    ]
+    modes = [modes] if isinstance(modes, str) else modes
+    normalize = any(m["type"].endswith("Normalize") for m in json.loads((folder / "modules.json").read_text()))
+    limit = json.loads((folder / "sentence_bert_config.json").read_text()).get("max_seq_length")
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    vectors = []
+    for sentence in sentences:
+        encoded = tokenizer(sentence, truncation=True, max_length=limit, return_tensors="pt")
+        with torch.inference_mode():
+            tokens = model(**encoded).last_hidden_state[0].double()  # [length, dim], every token kept
+        weights = torch.arange(1, tokens.shape[0] + 1, dtype=torch.float64).unsqueeze(1)
+        pooled = {
+            "cls": tokens[0],
+            "lasttoken": tokens[-1],
+            "max": tokens.max(dim=0).values,
+            "mean": tokens.mean(dim=0),
+            "mean_sqrt_len_tokens": tokens.sum(dim=0) / tokens.shape[0] ** 0.5,
+            "weightedmean": (tokens * weights).sum(dim=0) / weights.sum(),
+        }
+        vector = torch.cat([pooled[mode] for mode in modes])
+        vectors.append(vector / vector.norm() if normalize else vector)
+    return torch.stack(vectors).float().numpy().astype(np.float32)
+
+
+def cosines(left: Any, right: Any) -> Any:
+    """Row-wise cosine similarity of two ``[n, dim]`` arrays."""
+    import numpy as np
+
+    left, right = np.asarray(left, dtype=np.float64), np.asarray(right, dtype=np.float64)
+    return (left * right).sum(axis=1) / (np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1))
+
+
 #: Call arguments of the vision pipelines in the suite (every box is kept, however unlikely).
 _VISION_CALLS: dict[str, dict[str, Any]] = {
     "object-detection": {"threshold": 0.0},
@@ -97,6 +177,8 @@ class BackendConformance:
     #: Vision tasks checked, each on its tiny architecture (:data:`~acceleron.testing.tiny.VISION_ARCHITECTURES`).
     vision_tasks: ClassVar[tuple[str, ...]] = tuple(VISION_ARCHITECTURES)
 
+    #: Sentence-transformers folders (pooling, Normalize) the sentence-embedding check runs on.
+    sentence_cases: ClassVar[tuple[tuple[str | tuple[str, ...], bool], ...]] = SENTENCE_CASES
     #: Causal-LM families the text-generation checks run on (when the backend supports the task).
     causal_lm_families: ClassVar[tuple[str, ...]] = CAUSAL_LM_FAMILIES
     #: New tokens of the greedy checks.
@@ -122,6 +204,12 @@ class BackendConformance:
             metafunc.parametrize("family", list(type(self).causal_lm_families))
         if "seq2seq_arch" in metafunc.fixturenames:
             metafunc.parametrize("seq2seq_arch", list(type(self).seq2seq_architectures))
+        if "sentence_case" in metafunc.fixturenames:
+            sentence_cases = list(type(self).sentence_cases)
+            names = [
+                f"{'+'.join([m] if isinstance(m, str) else m)}-{'normalize' if n else 'raw'}" for m, n in sentence_cases
+            ]
+            metafunc.parametrize("sentence_case", sentence_cases, ids=names)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -401,6 +489,33 @@ class BackendConformance:
         assert not errors, errors
         for index, result in results.items():
             assert outputs_close(result, serial[index % len(sentences)], atol=1e-5)
+
+    def test_sentence_embeddings_match_pytorch_pooling(
+        self, backend: Any, export_cache: Any, tmp_path_factory: pytest.TempPathFactory, sentence_case: Any
+    ) -> None:
+        """Pooled (and normalised) sentence vectors from the exported graph, in the caller's order after
+        length-sorted batching, truncated to ``max_seq_length``: cosine >= 0.9999 to PyTorch in float32."""
+        from acceleron.embeddings import SentenceEncoder
+
+        if "sentence-embedding" not in backend.supported_tasks():
+            pytest.skip(f"{self.backend_name} does not support sentence-embedding")
+        pooling, normalize = sentence_case
+        name = f"{'+'.join([pooling] if isinstance(pooling, str) else pooling)}-{normalize}"
+        folder = tiny_sentence_transformer(
+            tmp_path_factory.mktemp("sentence") / name,
+            pooling=[pooling] if isinstance(pooling, str) else list(pooling),
+            normalize=normalize,
+        )
+        encoder = SentenceEncoder(folder, backend, export_cache=export_cache, strict=True, **dict(self.options))
+        assert list(encoder.model.session.output_names) == ["sentence_embedding"], "the pooling must be in the graph"
+        got = encoder.encode(SENTENCES, batch_size=3)
+        expected = reference_sentence_embeddings(folder, SENTENCES)
+        assert got.shape == expected.shape
+        float32 = self._float32(encoder.model)
+        similarity = cosines(got, expected)
+        assert similarity.min() >= (0.9999 if float32 else 0.99), similarity
+        if normalize and float32:
+            assert abs(float(got[0] @ got[0]) - 1.0) < 1e-5
 
     # ---- text generation (run only when the backend supports it) ----
 

@@ -627,6 +627,8 @@ def build_tiny_model(task: str, directory: str | Path, arch: str | None = None, 
         return tiny_seq2seq(arch or SEQ2SEQ_DEFAULTS[task], directory, seed)
     if spec.kind.generates:
         return tiny_causal_lm(arch or "llama", directory, seed)
+    if task == "sentence-embedding":
+        return tiny_sentence_transformer(directory, arch=arch or "bert", seed=seed)
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     preprocessors: list[Any]
@@ -712,3 +714,53 @@ def outputs_close(left: Any, right: Any, atol: float, rtol: float = 1e-4) -> boo
     if hasattr(left, "shape") and hasattr(right, "shape"):
         return bool(np.allclose(np.asarray(left), np.asarray(right), atol=atol, rtol=rtol))
     return bool(left == right)
+
+
+def tiny_sentence_transformer(
+    directory: str | Path,
+    pooling: str | list[str] = "mean",
+    normalize: bool = True,
+    arch: str = "bert",
+    max_seq_length: int | None = 16,
+    seed: int = 0,
+    legacy_pooling_keys: bool = False,
+) -> Path:
+    """Write a tiny sentence-transformers folder: a random ``arch`` encoder at the top level, ``modules.json``
+    (Transformer, Pooling and, with ``normalize``, Normalize), ``1_Pooling/config.json`` and
+    ``sentence_bert_config.json``.
+
+    ``pooling`` is a mode name or a list of them (``pooling_mode``); ``legacy_pooling_keys`` writes the
+    older boolean ``pooling_mode_*_tokens`` keys instead. ``max_seq_length`` (16 by default, below the
+    tiny models' 72 positions) makes truncation observable; None leaves it out.
+    """
+    import json
+
+    target = build_tiny_model("feature-extraction", directory, arch, seed)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (target / "modules.json").write_text(json.dumps(modules, indent=2))
+    modes = [pooling] if isinstance(pooling, str) else list(pooling)
+    config: dict[str, Any] = {"word_embedding_dimension": 32}
+    if legacy_pooling_keys:
+        keys = {
+            "cls": "pooling_mode_cls_token",
+            "max": "pooling_mode_max_tokens",
+            "mean": "pooling_mode_mean_tokens",
+            "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+            "weightedmean": "pooling_mode_weightedmean_tokens",
+            "lasttoken": "pooling_mode_lasttoken",
+        }
+        config.update({key: mode in modes for mode, key in keys.items()})
+    else:
+        config["pooling_mode"] = modes[0] if len(modes) == 1 else modes
+    (target / "1_Pooling").mkdir(exist_ok=True)
+    (target / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2))
+    settings: dict[str, Any] = {"do_lower_case": False}
+    if max_seq_length is not None:
+        settings["max_seq_length"] = max_seq_length
+    (target / "sentence_bert_config.json").write_text(json.dumps(settings, indent=2))
+    return target

@@ -50,9 +50,10 @@ def test_default_export_is_one_self_contained_torchscript_file(tiny_classifier: 
 
 
 def test_a_failed_export_raises_the_cause_and_leaves_no_cache_entry(tiny_classifier: Path, cache: ExportCache) -> None:
-    # The TorchScript exporter has no SDPA before opset 14: a real conversion failure.
+    # The TorchScript exporter has no SDPA before opset 14: a real conversion failure (with the model's own
+    # attention traced; the default eager pattern exports at opset 11).
     with pytest.raises(ExportError, match="scaled_dot_product_attention.*opset version 11"):
-        load(tiny_classifier, export_cache=cache, opset=11)
+        load(tiny_classifier, export_cache=cache, opset=11, attention="model")
     assert _entries(cache) == []
     assert [path.name for path in cache.root.iterdir() if not path.name.startswith(".")] == []
     assert list((cache.root / ".tmp").iterdir()) == []
@@ -163,20 +164,35 @@ def test_optimize_restores_the_models_attention_implementation(tiny_classifier: 
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_optimize_plans_the_trace_with_eager_attention_only(tiny_classifier: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "traced"),
+    [({}, "eager"), ({"attention": "model"}, "sdpa"), ({"attention": "model", "optimize": True}, "eager")],
+)
+def test_attention_is_traced_eager_by_default_and_the_model_keeps_its_own(
+    tiny_classifier: Path, options: dict[str, object], traced: str
+) -> None:
     from acceleron.plugins import get_backend
 
     backend = get_backend("ort")
     model = get_task("text-classification").load_torch_model(tiny_classifier, attn_implementation="sdpa")
     plan = get_task("text-classification").plan(model)
-    assert backend.prepare_plan(plan, backend.parse_options({})) is plan
-    prepared = backend.prepare_plan(plan, backend.parse_options({"optimize": True}))
+    prepared = backend.prepare_plan(plan, backend.parse_options(options))
+    if traced == "sdpa":
+        assert prepared is plan
     seen: list[str] = []
     model.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
     with torch.inference_mode():
         prepared.graph.module(*prepared.graph.example_args)
-    assert seen == ["eager"]
+    assert seen == [traced]
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_attention_option_is_checked() -> None:
+    from acceleron.errors import InvalidOptionError
+    from acceleron.plugins import get_backend
+
+    with pytest.raises(InvalidOptionError, match="attention='flash'"):
+        get_backend("ort").parse_options({"attention": "flash"})
 
 
 # ---- int8 ----
@@ -200,7 +216,7 @@ def test_int8_export_is_its_own_cache_entry(float32_and_int8: tuple[Any, Any]) -
     assert float32.artifact.parent != int8.artifact.parent
     assert float32.artifact.parent.parent == int8.artifact.parent.parent
     # The manifest records the fields that shape the artifact, dtype as the one computed in ("auto" resolved).
-    recorded = {"dtype": "float32", "exporter": "torchscript", "opset": None, "optimize": False}
+    recorded = {"dtype": "float32", "exporter": "torchscript", "opset": None, "attention": "eager", "optimize": False}
     assert float32.manifest["options"] == recorded
     assert int8.manifest["options"]["dtype"] == "int8"
     assert not QUANTIZED_OPS & _op_types(float32.artifact)

@@ -68,8 +68,10 @@ class OrtBackend(Backend):
     # The core passes the options parse_options made, an OrtOptions (hence the casts).
 
     def prepare_plan(self, plan: ExportPlan, options: Options) -> ExportPlan:
-        """``optimize=True``: trace with eager attention, the pattern onnxruntime's attention fusion knows."""
-        if not cast(OrtOptions, options).optimize:
+        """Trace with eager attention (``attention="eager"``, the default, and always with ``optimize=True``:
+        the pattern onnxruntime's attention fusion knows); ``attention="model"`` keeps the model's own."""
+        ort_options = cast(OrtOptions, options)
+        if ort_options.attention == "model" and not ort_options.optimize:
             return plan
         from acceleron_ort.fusion import with_eager_attention
 

@@ -671,12 +671,10 @@ class BackendConformance:
         assert not errors, errors
         assert [results[i] for i in range(len(prompts))] == serial
 
-    def test_generation_save_and_reload(self, causal_lms: Any, tmp_path: Path) -> None:
-        import torch
-
+    def _saved_and_reloaded(self, model: Any, tmp_path: Path) -> Any:
+        """``model`` saved with ``save_pretrained`` and loaded back with ``export=False``; no export happens."""
         from acceleron.cache import ExportCache
 
-        _, model, tokenizer = self._generation_model(causal_lms)
         saved = model.save_pretrained(tmp_path / "saved")
         untouched = ExportCache(tmp_path / "must-stay-empty")
         reloaded = type(model).from_pretrained(
@@ -688,6 +686,13 @@ class BackendConformance:
             **dict(self.options),
         )
         assert not untouched.root.exists(), "loading a saved model must not export again"
+        return reloaded
+
+    def test_generation_save_and_reload(self, causal_lms: Any, tmp_path: Path) -> None:
+        import torch
+
+        _, model, tokenizer = self._generation_model(causal_lms)
+        reloaded = self._saved_and_reloaded(model, tmp_path)
         assert reloaded.task.name == "text-generation"
         inputs = tokenizer(["what is the capital"], return_tensors="pt")
         settings = {"max_new_tokens": 16, "min_new_tokens": 16, "do_sample": False}
@@ -762,23 +767,12 @@ class BackendConformance:
         serial results."""
         import torch
 
-        from acceleron.cache import ExportCache
         from acceleron.seq2seq import encoder_example
 
         if not self.seq2seq_architectures:
             pytest.skip("no encoder-decoder architectures in this suite")
         _, _, model, reference = seq2seq_models(self.seq2seq_architectures[0])
-        saved = model.save_pretrained(tmp_path / "saved")
-        untouched = ExportCache(tmp_path / "must-stay-empty")
-        reloaded = type(model).from_pretrained(
-            saved,
-            accelerator=model.backend,
-            export=False,
-            export_cache=untouched,
-            trust_remote_code=model.backend.artifact_runs_code,
-            **dict(self.options),
-        )
-        assert not untouched.root.exists(), "loading a saved model must not export again"
+        reloaded = self._saved_and_reloaded(model, tmp_path)
         inputs = [encoder_example(reference, batch_size=1, length=5 + i, seed=i) for i in range(4)]
         settings = {"max_new_tokens": 12, "min_new_tokens": 12, "do_sample": False}
         serial = [model.generate(**x, **settings) for x in inputs]

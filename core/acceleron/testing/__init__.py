@@ -13,6 +13,7 @@ from acceleron.testing.tiny import (
     CHAT_TEMPLATE,
     CTC_CHARACTERS,
     IMAGE_LABELS,
+    SEQ2SEQ_ARCHITECTURES,
     SPECIAL,
     TEXT_ARCHITECTURES,
     TEXT_LABELS,
@@ -23,6 +24,7 @@ from acceleron.testing.tiny import (
     outputs_close,
     sample_inputs,
     tiny_causal_lm,
+    tiny_seq2seq,
     tiny_tokenizer,
 )
 
@@ -33,6 +35,7 @@ __all__ = [
     "CHAT_TEMPLATE",
     "CTC_CHARACTERS",
     "IMAGE_LABELS",
+    "SEQ2SEQ_ARCHITECTURES",
     "SPECIAL",
     "TEXT_ARCHITECTURES",
     "TEXT_LABELS",
@@ -44,6 +47,7 @@ __all__ = [
     "outputs_close",
     "sample_inputs",
     "tiny_causal_lm",
+    "tiny_seq2seq",
     "tiny_tokenizer",
 ]
 

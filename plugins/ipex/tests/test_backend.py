@@ -169,6 +169,40 @@ def test_an_untraceable_model_is_saved_as_weights_and_round_trips(
     assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
 
 
+def test_an_untraceable_encoder_decoder_rebuilds_each_graph_from_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights saved instead of a trace rebuild the graph their recipe names (encoder or decoder step), from the
+    config saved beside them, also after save_pretrained moved them."""
+    import transformers
+    from acceleron_ipex import export
+
+    from acceleron.seq2seq import encoder_example
+    from acceleron.testing import tiny_seq2seq
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("this model cannot be traced")
+
+    monkeypatch.setattr(export, "trace_and_freeze", refuse)
+    source = tiny_seq2seq("bart", tmp_path / "bart")
+    model = load(source, "summarization", dtype="float32", export_cache=tmp_path / "cache")
+    recipes = {name: artifacts.read_recipe(path.parent) for name, path in model.artifacts.items()}
+    assert {name: (r.kind, r.graph) for name, r in recipes.items()} == {
+        "encoder": ("weights", "encoder"),
+        "decoder": ("weights", "decoder"),
+    }
+    reference = transformers.AutoModelForSeq2SeqLM.from_pretrained(source).eval()
+    inputs = encoder_example(reference, batch_size=2, length=7, seed=1)
+    settings = {"max_new_tokens": 10, "min_new_tokens": 10, "do_sample": False}
+    with torch.inference_mode():
+        expected = reference.generate(**inputs, **settings)
+    assert torch.equal(model.generate(**inputs, **settings), expected)
+    saved = model.save_pretrained(tmp_path / "saved")
+    assert (saved / "decoder" / "config.json").is_file()
+    reloaded = OptimizedModel.from_pretrained(saved, accelerator="ipex", export=False, trust_remote_code=True)
+    assert torch.equal(reloaded.generate(**inputs, **settings), expected)
+
+
 def test_a_saved_artifact_runs_as_its_recipe_says_whatever_dtype_is_asked(
     tiny: Callable[[str, str], Path], tmp_path: Path
 ) -> None:

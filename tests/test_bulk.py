@@ -166,6 +166,23 @@ def test_generated_text_is_a_string_column(tmp_path: Path) -> None:
     )
 
 
+def test_encoder_decoder_text_tasks_give_their_pipeline_text(tmp_path: Path) -> None:
+    """Translation, summarization and text2text-generation rows get the pipeline's text, in its own column;
+    a task with no columns (image-to-text) is refused before anything is exported."""
+    from acceleron.testing import tiny_seq2seq
+
+    folder = tiny_seq2seq("marian", tmp_path / "marian")
+    prepared = prepare_model("translation", folder, accelerator="torch", export_cache=tmp_path / "cache")
+    predictor = PipelinePredictor(prepared, call_args={"max_new_tokens": 3, "do_sample": False})
+    out = _roundtrip(predictor(pa.table({"text": ["the movie", "john lives in paris"]})), tmp_path)
+    expected = pipeline(
+        "translation", str(folder), accelerator="torch", model_kwargs={"export_cache": tmp_path / "cache"}
+    )(["the movie", "john lives in paris"], max_new_tokens=3, do_sample=False)
+    assert out.column("translation_text").to_pylist() == [item["translation_text"] for item in expected]
+    with pytest.raises(TaskNotSupportedError, match="no output columns for image-to-text"):
+        PipelinePredictor(tmp_path, "image-to-text", accelerator="torch")
+
+
 def test_every_task_has_a_fixed_schema() -> None:
     """Types never depend on the data, so a batch whose rows all failed still fits the file."""
     for task in (
@@ -175,6 +192,9 @@ def test_every_task_has_a_fixed_schema() -> None:
         "fill-mask",
         "feature-extraction",
         "text-generation",
+        "text2text-generation",
+        "summarization",
+        "translation",
         "image-classification",
         "audio-classification",
     ):

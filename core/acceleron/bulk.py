@@ -42,6 +42,12 @@ logger = logging.getLogger(__name__)
 ON_ERROR = ("null", "skip", "raise")
 #: Tasks whose rows are not one text each: bulk inference over a single column cannot feed them.
 _NOT_ONE_COLUMN = {"question-answering": "a question and a context"}
+#: The text pipelines of encoder-decoders and the key of their result (transformers 4's names).
+_GENERATED_TEXT = {
+    "text2text-generation": "generated_text",
+    "summarization": "summary_text",
+    "translation": "translation_text",
+}
 POOLING = ("mean", "cls", "none")
 #: Default rows handed to a worker at once (a Ray batch); the pipeline batches them by ``batch_size``.
 ROWS_PER_BATCH = 512
@@ -305,6 +311,14 @@ def task_outputs(
             return (_str(text),)
 
         return OutputColumns((pa.field("generated_text", pa.string()),), generated, item_is_list=True)
+    if name in _GENERATED_TEXT:
+        key = _GENERATED_TEXT[name]
+
+        def first_text(result: Any) -> tuple[Any, ...]:
+            record = result[0] if isinstance(result, list) else result  # the first of num_return_sequences
+            return (_str(record.get(key)),)
+
+        return OutputColumns((pa.field(key, pa.string()),), first_text, item_is_list=False)
     if name == "feature-extraction":
         if pooling == "none":
             field_ = pa.field("token_embeddings", pa.list_(pa.list_(pa.float32())))
@@ -339,6 +353,8 @@ def check_settings(
             f"bulk inference reads one text column per row, but {name} needs {_NOT_ONE_COLUMN[name]}; "
             f"call acceleron.pipeline({name!r}, ...) on your rows instead."
         )
+    task_outputs(name, pooling=pooling if pooling in POOLING else "mean")  # a task with no columns: refused now,
+    # before anything is exported
     if on_error not in ON_ERROR:
         raise InvalidOptionError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}.")
     if pooling not in POOLING:

@@ -657,7 +657,7 @@ class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
         cache = None
         if use_cache:
             cache = seq2seq.SharedCrossCache(
-                seq2seq._layers_cache(present, self.config), seq2seq._layers_cache(cross, self.config)
+                seq2seq.layers_cache(present, self.config), seq2seq.layers_cache(cross, self.config)
             )
             for i in range(self.layout.num_layers):
                 cache.is_updated[i] = True

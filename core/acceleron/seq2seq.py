@@ -30,7 +30,6 @@ Importing this module imports torch and transformers.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +121,7 @@ def decoder_input_names(model: PreTrainedModel, layout: Seq2SeqLayout) -> list[s
     return ["decoder_input_ids", *mask, *layout.past_names, *layout.cross_names]
 
 
-def _layers_cache(tensors: tuple[torch.Tensor, ...] | list[torch.Tensor], config: Any) -> DynamicCache:
+def layers_cache(tensors: tuple[torch.Tensor, ...] | list[torch.Tensor], config: Any) -> DynamicCache:
     """A ``DynamicCache`` whose layers hold ``tensors`` (key, value per layer) as they are.
 
     The tensors are put into the layers directly rather than concatenated onto empty ones, which
@@ -257,7 +256,7 @@ class DecoderStep(torch.nn.Module):
         tensors = rest[1:] if self.masked else rest
         past, cross = tensors[: 2 * layers], tensors[2 * layers :]
         config = self.model.config
-        cache = SharedCrossCache(_layers_cache(past, config), _layers_cache(cross, config))
+        cache = SharedCrossCache(layers_cache(past, config), layers_cache(cross, config))
         for i in range(layers):
             cache.is_updated[i] = True
         kwargs: dict[str, Any] = {}
@@ -281,13 +280,6 @@ def _decoder_start(config: Any) -> int:
             if isinstance(value, int):
                 return value
     return 0
-
-
-def accepts(module: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 # ---- example and validation inputs ------------------------------------------------------------

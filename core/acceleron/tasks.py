@@ -7,10 +7,12 @@ inputs), says how inputs are prepared at run time, and which cases an export is 
 backend receives the plan and only converts and runs it; it never needs to know which axes of
 ``start_logits`` are dynamic or how a KV cache is laid out.
 
-Two kinds exist: :class:`SinglePass` (one forward, one graph: classifiers, encoders) and
-:class:`CausalLM` (one decoder-step graph with the past in and the present out, see
-:mod:`acceleron.kv_cache`). A kind with several graphs (an encoder and a decoder) is one more
-subclass returning a plan of several :class:`GraphPlan`; no backend changes for it. A task served
+The kinds: :class:`SinglePass` (one forward, one graph: classifiers, encoders),
+:class:`SentenceEmbedding` (a single pass with the pooling inside the graph), :class:`CausalLM` (one
+decoder-step graph with the past in and the present out, see :mod:`acceleron.kv_cache`) and
+:class:`Seq2SeqLM` (an encoder graph and a decoder-step graph, see :mod:`acceleron.seq2seq`). A plan of
+several graphs is exported one graph at a time, each into the subfolder named after it
+(:attr:`TaskKind.graph_names`), so no backend changes for it. A task served
 by models of several kinds (speech recognition: CTC encoders in one pass, Whisper's encoder-decoder)
 has one row per kind, told apart by the transformers mapping of the models each serves
 (:func:`task_variants`, :func:`get_task` with a config's ``architectures``).

@@ -48,10 +48,10 @@ class CacheLayout:
     def from_config(cls, config: PretrainedConfig) -> CacheLayout:
         """Read the layout from a transformers config (GPT-2, Llama, Qwen2 and their relatives)."""
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        layers = _first(text, "num_hidden_layers", "n_layer", "num_layers")
-        heads = _first(text, "num_attention_heads", "n_head")
+        layers = first_attribute(text, "num_hidden_layers", "n_layer", "num_layers")
+        heads = first_attribute(text, "num_attention_heads", "n_head")
         kv_heads = getattr(text, "num_key_value_heads", None) or heads
-        hidden = _first(text, "hidden_size", "n_embd")
+        hidden = first_attribute(text, "hidden_size", "n_embd")
         head_dim = getattr(text, "head_dim", None) or hidden // heads
         return cls(num_layers=int(layers), num_kv_heads=int(kv_heads), head_dim=int(head_dim))
 
@@ -89,7 +89,8 @@ class CacheLayout:
         return {name: torch.zeros(shape, dtype=dtype or torch.float32) for name in self.past_names}
 
 
-def _first(config: Any, *names: str) -> Any:
+def first_attribute(config: Any, *names: str) -> Any:
+    """The first of ``names`` that ``config`` sets (configs of different families name one size differently)."""
     for name in names:
         value = getattr(config, name, None)
         if value is not None:

@@ -38,6 +38,8 @@ from transformers import DynamicCache, EncoderDecoderCache
 from transformers.cache_utils import DynamicLayer
 from transformers.modeling_outputs import BaseModelOutput
 
+from acceleron.kv_cache import first_attribute
+
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
@@ -63,11 +65,13 @@ class Seq2SeqLayout:
     def from_config(cls, config: PretrainedConfig) -> Seq2SeqLayout:
         """Read the layout from a T5, BART, Marian, Whisper or VisionEncoderDecoder config."""
         decoder = _decoder_config(config)
-        layers = _first(decoder, "decoder_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "num_layers")
-        heads = _first(decoder, "decoder_attention_heads", "num_heads", "num_attention_heads", "n_head")
+        layers = first_attribute(
+            decoder, "decoder_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "num_layers"
+        )
+        heads = first_attribute(decoder, "decoder_attention_heads", "num_heads", "num_attention_heads", "n_head")
         head_dim = getattr(decoder, "d_kv", None) or getattr(decoder, "head_dim", None)
         if not head_dim:
-            head_dim = _first(decoder, "d_model", "hidden_size", "n_embd") // heads
+            head_dim = first_attribute(decoder, "d_model", "hidden_size", "n_embd") // heads
         return cls(num_layers=int(layers), num_heads=int(heads), head_dim=int(head_dim))
 
     def names(self, prefix: str) -> list[str]:
@@ -93,14 +97,6 @@ def _decoder_config(config: Any) -> Any:
     """
     part = getattr(config, "decoder", None)
     return part if part is not None and hasattr(part, "to_dict") else config
-
-
-def _first(config: Any, *names: str) -> Any:
-    for name in names:
-        value = getattr(config, name, None)
-        if value is not None:
-            return value
-    raise ValueError(f"{type(config).__name__} has none of {names}: acceleron cannot lay out its decoder cache")
 
 
 def encoder_input_names(model: PreTrainedModel) -> list[str]:

@@ -38,6 +38,8 @@ from acceleron.tasks import TASKS
 if TYPE_CHECKING:
     import torch
 
+    from acceleron.decoding import DecodeState
+    from acceleron.kv_cache import CacheLayout
     from acceleron.tasks import ExportPlan, TaskSpec
 
 
@@ -201,6 +203,16 @@ class Session(ABC):
         Return the outputs as torch tensors by name: floating ones in float32, except a KV cache
         (``present.*``), which may stay in :attr:`input_dtype` (it is fed back as the next past).
         """
+
+    def start_decoding(self, layout: CacheLayout, batch_size: int) -> DecodeState | None:
+        """A new generation's KV cache kept by the runtime (:class:`acceleron.decoding.DecodeState`), or None.
+
+        Override it when the runtime can hold the cache between steps (a stateful request, bound
+        buffers). None (the default) has the core run the flat protocol: the past goes in and the
+        present comes out of :meth:`_forward` at every step. Either way :meth:`_forward` must keep
+        serving the flat protocol: validation and callers that hand a cache in use it.
+        """
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What the session actually runs with (device, dtype, threads, ...), for reports."""

@@ -26,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutput, CausalLMOutputWithPas
 from acceleron import kv_cache
 from acceleron.backend import Backend, Options, Session
 from acceleron.cache import ExportCache, describe_files, write_manifest
+from acceleron.decoding import DecodeState, RuntimeCache, start_state
 from acceleron.errors import AcceleronError, ArtifactNotFoundError, InferenceError, InvalidInputError
 from acceleron.loading import LoadedParts, load_parts
 from acceleron.sources import check_inside, copy_preprocessor_files, offline
@@ -320,10 +321,11 @@ class OptimizedModel:
 class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
     """A causal LM on a backend: ``generate()`` and text-generation pipelines work.
 
-    Each step runs the backend's flat-cache graph (:mod:`acceleron.kv_cache`); this class turns the
-    ``DynamicCache`` that ``generate()`` carries into the graph's past tensors and the graph's
-    ``present.*`` outputs back into a new ``DynamicCache``. Each ``generate()`` call owns its cache,
-    so two threads may generate from one model at once.
+    Each generation's KV cache is a :class:`~acceleron.decoding.DecodeState` the backend keeps where
+    its runtime wants it (inside a stateful request, in bound buffers, or as the flat graph's present
+    tensors: :mod:`acceleron.decoding`); ``generate()`` carries it as a
+    :class:`~acceleron.decoding.RuntimeCache`. Each ``generate()`` call owns its state, so two threads
+    may generate from one model at once.
     """
 
     kinds = (CausalLM,)
@@ -400,44 +402,78 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
         logits_to_keep: int = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Run the backend on the new tokens and the cache; returns logits and the new cache.
+        """Run the backend on the new tokens and the cache; returns logits and the cache extended by them.
 
-        A long prompt runs in steps of at most :attr:`prefill_chunk` tokens, each with the cache of the
-        ones before: the same result as one step, without the memory of attention over the whole prompt
-        at once (quadratic in its length on runtimes without a fused attention kernel). ``logits_to_keep``
-        (``generate()`` passes 1) keeps only the last positions' logits; 0 keeps all.
+        The cache is a :class:`~acceleron.decoding.RuntimeCache`: the backend keeps the keys and values
+        where its runtime wants them (:mod:`acceleron.decoding`). A transformers ``DynamicCache`` handed
+        in is copied into a new one. A long prompt runs in steps of at most :attr:`prefill_chunk` tokens,
+        each with the cache of the ones before: the same result as one step, without the memory of
+        attention over the whole prompt at once (quadratic in its length on runtimes without a fused
+        attention kernel). ``logits_to_keep`` (``generate()`` passes 1) keeps only the last positions'
+        logits, and a backend that can skips computing the others; 0 keeps all.
         """
         batch, length = input_ids.shape
-        past = kv_cache.to_flat(past_key_values, self.layout, batch, self.cache_dtype)
-        past_length = next(iter(past.values())).shape[2] if past else 0
+        cache = self._runtime_cache(past_key_values, batch)
+        state = cache.state
+        past_length = state.length
         if attention_mask is None:
             attention_mask = torch.ones(batch, past_length + length, dtype=torch.long)
+        if attention_mask.shape != (batch, past_length + length):
+            raise InvalidInputError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; with {past_length} cached and {length} new "
+                f"tokens it must be ({batch}, {past_length + length})"
+            )
         if position_ids is None:
             position_ids = kv_cache.position_ids_for(attention_mask, length)
         first_kept = length - logits_to_keep if 0 < logits_to_keep < length else 0
         chunk = max(1, int(self.prefill_chunk))
         logits: list[torch.Tensor] = []
-        outputs: dict[str, torch.Tensor] = {}
         for start in range(0, length, chunk):
             end = min(start + chunk, length)
             flat = {
                 "input_ids": input_ids[:, start:end].long(),
                 "attention_mask": attention_mask[:, : past_length + end].long(),
                 "position_ids": position_ids[:, start:end].long(),
-                **past,
             }
-            outputs = self._forward_on_session(self.task.kind.prepare_inputs(flat, self.session.input_names))
-            if end > first_kept:
-                logits.append(outputs["logits"][:, max(first_kept - start, 0) :])
-            if end < length:  # the next chunk attends to everything so far
-                past = {
-                    past_name: outputs[present_name]
-                    for past_name, present_name in zip(self.layout.past_names, self.layout.present_names)
-                }
+            if end <= first_kept:  # only extends the cache: its logits are dropped (a backend computes one row)
+                self._step(state, flat, 1)
+                continue
+            logits.append(self._step(state, flat, end - max(start, first_kept)))
+        if not use_cache:
+            cache.close()
         return CausalLMOutputWithPast(
             logits=logits[0] if len(logits) == 1 else torch.cat(logits, dim=1),
-            past_key_values=kv_cache.from_flat(outputs, self.layout, self.config) if use_cache else None,
+            past_key_values=cache if use_cache else None,
         )
+
+    def _runtime_cache(self, past_key_values: Cache | None, batch: int) -> RuntimeCache:
+        """The cache to continue: ``past_key_values`` when it is this model's :class:`RuntimeCache`, else a new one
+        (holding a copy of ``past_key_values`` when that is another, non-empty cache)."""
+        if isinstance(past_key_values, RuntimeCache):
+            if past_key_values.owner is not self.session:
+                raise InvalidInputError("past_key_values comes from another model; start the generation without it")
+            if past_key_values.state.batch_size != batch:
+                raise InvalidInputError(
+                    f"past_key_values holds {past_key_values.state.batch_size} rows, the inputs have {batch}"
+                )
+            return past_key_values
+        state = start_state(self.session, self._run_flat, self.layout, batch, self.cache_dtype)
+        if past_key_values is not None and past_key_values.get_seq_length() > 0:
+            state.write(kv_cache.to_flat(past_key_values, self.layout, batch, self.cache_dtype))
+        return RuntimeCache(state, self.session)
+
+    def _run_flat(self, flat: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._forward_on_session(self.task.kind.prepare_inputs(flat, self.session.input_names))
+
+    def _step(self, state: DecodeState, flat: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
+        """One step of ``state`` keeping ``keep`` positions' logits; a runtime's own exception becomes an
+        :class:`InferenceError`."""
+        try:
+            return state.step(flat, keep)
+        except AcceleronError:
+            raise
+        except Exception as error:
+            raise InferenceError(self._inference_failure(flat, error)) from error
 
 
 def _generation_config(folder: Path, config: Any) -> GenerationConfig:

@@ -615,6 +615,49 @@ class BackendConformance:
         )
         assert beams.shape == (4, length + 10)
 
+    def test_generation_cache_handover_beams_and_assisted_decoding(self, causal_lms: Any) -> None:
+        """The backend's runtime cache: continued step by step, handed in as a transformers cache, reordered
+        by beam search and cropped by assisted decoding, with PyTorch float32's results."""
+        import torch
+        import transformers
+
+        folder, model, tokenizer = self._generation_model(causal_lms)
+        reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        ids = tokenizer(["the movie was good and the end"], return_tensors="pt")["input_ids"]
+        exact = self._float32(model)
+        full = model(input_ids=ids).logits
+        head = model(input_ids=ids[:, :-2])
+        cache = head.past_key_values
+        assert cache.get_seq_length() == ids.shape[1] - 2
+        copy = cache.to_dynamic()
+        tail = model(input_ids=ids[:, -2:], past_key_values=cache).logits
+        assert cache.get_seq_length() == ids.shape[1]
+        handed = model(input_ids=ids[:, -2:], past_key_values=copy).logits
+        with torch.inference_mode():
+            torch_cache = reference(input_ids=ids[:, :-2], use_cache=True).past_key_values
+        from_torch = model(input_ids=ids[:, -2:], past_key_values=torch_cache).logits
+        for name, got in (("continued", tail), ("handed in", handed), ("from PyTorch", from_torch)):
+            assert got.shape == full[:, -2:].shape, name
+            if exact:
+                assert (got - full[:, -2:]).abs().max().item() < 1e-4, f"{name} cache gives other logits"
+        cache.crop(3)
+        assert cache.get_seq_length() == 3
+        inputs = tokenizer(
+            ["the movie was", "john lives in paris"], return_tensors="pt", padding=True, padding_side="left"
+        )
+        settings = {"max_new_tokens": 10, "min_new_tokens": 10, "do_sample": False}
+        beams = model.generate(**inputs, num_beams=3, **settings)
+        greedy = model.generate(**inputs, **settings)
+        one = tokenizer(["the movie was the movie was the movie"], return_tensors="pt")
+        assisted = model.generate(**one, prompt_lookup_num_tokens=3, **settings)  # batch 1 only, in transformers
+        plain = model.generate(**one, **settings)
+        assert beams.shape == greedy.shape and assisted.shape == plain.shape
+        if exact:
+            with torch.inference_mode():
+                expected = reference.generate(**inputs, num_beams=3, **settings)
+            assert torch.equal(beams, expected), "beam search differs from PyTorch float32"
+            assert torch.equal(assisted, plain), "assisted (prompt lookup) decoding differs from greedy"
+
     def test_generation_stop_strings_and_streaming(self, causal_lms: Any) -> None:
         import transformers
 

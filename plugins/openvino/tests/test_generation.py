@@ -161,16 +161,25 @@ def test_float32_prefill_and_decode_logits_and_presents_within_1e_4(
             assert (got[name] - tensor).abs().max().item() <= 1e-4, f"{case} {name}"
 
 
-def test_ir_carries_the_protocol_names_and_dynamic_axes(sessions: Callable[..., tuple[Any, Any]]) -> None:
+def test_ir_is_stateful_and_the_session_keeps_the_flat_protocol(sessions: Callable[..., tuple[Any, Any]]) -> None:
+    """The exported IR keeps its cache in variables; the session still names the flat inputs and outputs."""
     model, session = sessions("llama")
     layout = CacheLayout.from_config(model.config)
     compiled = session.compiled
-    assert [port.get_any_name() for port in compiled.inputs] == layout.input_names
-    assert [port.get_any_name() for port in compiled.outputs] == layout.output_names
-    past = compiled.input("past_key_values.1.value").get_partial_shape()
-    assert past.is_dynamic and str(past) == "[?,2,?,8]"
-    assert str(compiled.output("present.0.key").get_partial_shape()) == "[?,2,?,8]"
+    assert [port.get_any_name() for port in compiled.inputs] == [
+        "input_ids",
+        "attention_mask",
+        "position_ids",
+        "beam_idx",
+        "logits_to_keep",
+    ]
+    assert [port.get_any_name() for port in compiled.outputs] == ["logits"]
     assert str(compiled.output("logits").get_partial_shape()) == "[?,?,100]"
+    assert list(session.input_names) == layout.input_names
+    assert list(session.output_names) == layout.output_names
+    states = compiled.create_infer_request().query_state()
+    assert len(states) == len(layout.past_names)
+    assert session.describe()["kv_cache"]["precision"] == "float32"
 
 
 def test_attention_implementation_of_the_source_model_is_restored(
@@ -253,3 +262,36 @@ def test_prepare_plan_swaps_only_the_flat_cache_step(tiny_classifier: Path) -> N
     classifier = get_task("text-classification")
     plan = classifier.plan(classifier.load_torch_model(tiny_classifier))
     assert backend.prepare_plan(plan, options).graph.module is plan.graph.module
+
+
+def test_a_flat_ir_is_made_stateful_when_loaded(tmp_path: Path) -> None:
+    """An IR saved with past/present ports (acceleron before the stateful export) loads stateful, same results."""
+    import openvino
+    from acceleron_openvino.export import convert_graph
+    from acceleron_openvino.stateful import past_inputs
+
+    model = tiny_causal_lm("llama")
+    backend = OpenVINOBackend()
+    options = backend.parse_options({"dtype": "float32", "num_threads": 1, "compile_cache": False})
+    plan = backend.prepare_plan(TASK.plan(model), options)
+    flat = convert_graph(plan.graphs[0], "tiny llama")
+    assert past_inputs(flat)  # convert_graph alone leaves the flat ports
+    target = tmp_path / "openvino_model.xml"
+    openvino.save_model(flat, str(target), compress_to_fp16=False)
+    session = backend.load(target, TASK, options)
+    assert session.stateful and session.keeps_logits
+    layout = CacheLayout.from_config(model.config)
+    ids, mask = prompts(2)
+    state = session.start_decoding(layout, 2)
+    try:
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_for(mask, ids.shape[1])}
+        last = state.step(inputs, 1)
+        assert last.shape == (2, 1, 100) and state.length == ids.shape[1]
+        with torch.inference_mode():
+            expected = model(input_ids=ids, attention_mask=mask, position_ids=inputs["position_ids"]).logits
+        assert (last[:, 0] - expected[:, -1]).abs().max().item() < 1e-4
+        past = state.read()
+        assert list(past) == layout.past_names and past[layout.past_names[0]].shape[2] == ids.shape[1]
+    finally:
+        state.close()
+    assert session.pool.created == 1  # the flat-protocol calls and the generation shared the pooled request

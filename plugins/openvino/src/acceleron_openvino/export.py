@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from acceleron.errors import AcceleronError, ExportError
 from acceleron_openvino.artifacts import error_reason, ir_name
+from acceleron_openvino.stateful import make_stateful
 
 if TYPE_CHECKING:
     import openvino
@@ -33,6 +34,7 @@ def export_plan(plan: ExportPlan, output_dir: Path, options: OpenVINOOptions) ->
     saved = []
     for graph in plan.graphs:
         model = convert_graph(graph, f"{type(plan.model).__name__} for {plan.task.name}")
+        make_stateful(model)  # a flat KV cache becomes the request's variables (stateful.py)
         if options.dtype == "int8":
             model = compress_weights_int8(model)
         target = output_dir / ir_name(graph.name)

@@ -31,12 +31,27 @@ from acceleron.errors import AcceleronError, InvalidOptionError
 from acceleron_openvino.artifacts import IR_SUFFIX, error_reason, read_model
 from acceleron_openvino.export import compress_weights_int8, is_weight_compressed
 from acceleron_openvino.options import PRECISION_HINTS, OpenVINOOptions, precision_name
+from acceleron_openvino.stateful import (
+    BEAM_INPUT,
+    KEEP_INPUT,
+    PAST_INPUT,
+    StatefulDecode,
+    is_stateful,
+    make_stateful,
+    read_states,
+    state_names,
+    write_states,
+)
+
+#: Inputs of a stateful IR the session feeds itself.
+STATE_INPUTS = (BEAM_INPUT, KEEP_INPUT)
 
 if TYPE_CHECKING:
     import numpy as np
     import openvino
     import torch
 
+    from acceleron.kv_cache import CacheLayout
     from acceleron.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -60,19 +75,25 @@ class RequestPool:
         self._lock = threading.Lock()
         self.created = 0
 
-    @contextmanager
-    def borrow(self) -> Iterator[openvino.InferRequest]:
+    def acquire(self) -> openvino.InferRequest:
+        """A request for the caller alone, until :meth:`release`."""
         with self._lock:
             request = self._free.pop() if self._free else None
             if request is None:
                 self.created += 1
-        if request is None:
-            request = self._compiled.create_infer_request()
+        return request if request is not None else self._compiled.create_infer_request()
+
+    def release(self, request: openvino.InferRequest) -> None:
+        with self._lock:
+            self._free.append(request)
+
+    @contextmanager
+    def borrow(self) -> Iterator[openvino.InferRequest]:
+        request = self.acquire()
         try:
             yield request
         finally:
-            with self._lock:
-                self._free.append(request)
+            self.release(request)
 
 
 class OpenVINOSession(Session):
@@ -90,9 +111,22 @@ class OpenVINOSession(Session):
         compile_cache: Path | None,
         notes: list[str],
     ) -> None:
-        self.inputs = [_input_spec(port) for port in compiled.inputs]
+        self.stateful = is_stateful(compiled)
+        #: The inputs fed from the caller's tensors (a stateful IR's cache inputs are its variables).
+        self.inputs = [_input_spec(port) for port in compiled.inputs if port.get_any_name() not in STATE_INPUTS]
         outputs = [port.get_any_name() for port in compiled.outputs]
-        super().__init__(input_names=[spec.name for spec in self.inputs], output_names=outputs, options=options)
+        #: The IR's own outputs (a stateful IR's present tensors are its variables).
+        self.graph_outputs = outputs
+        self.keeps_logits = any(port.get_any_name() == KEEP_INPUT for port in compiled.inputs)
+        #: A stateful IR's flat past names, in layer order (its variables hold them).
+        self.past_names: list[str] = []
+        if self.stateful:
+            self.past_names = sorted(state_names(compiled.create_infer_request()), key=_past_order)
+        super().__init__(
+            input_names=[spec.name for spec in self.inputs] + self.past_names,
+            output_names=outputs + [PAST_INPUT.sub(r"present.\1.\2", name) for name in self.past_names],
+            options=options,
+        )
         self.compiled = compiled
         self.artifact = artifact
         self.device = options.device
@@ -101,10 +135,21 @@ class OpenVINOSession(Session):
         self.notes = notes
         self.pool = RequestPool(compiled)
 
+    def feed(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """The fed inputs as numpy arrays of the model's dtypes."""
+        return {spec.name: _as_array(inputs[spec.name], spec) for spec in self.inputs}
+
+    def start_decoding(self, layout: CacheLayout, batch_size: int) -> StatefulDecode | None:
+        if not self.stateful:
+            return None
+        return StatefulDecode(self, layout, batch_size)
+
     def _forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         import torch
 
-        feed = {spec.name: _as_array(inputs[spec.name], spec) for spec in self.inputs}
+        feed = self.feed(inputs)
+        if self.stateful:
+            return self._forward_flat_on_state(feed, inputs)
         rows = self._fit_static_shapes(feed)
         with self.pool.borrow() as request:
             try:
@@ -122,6 +167,33 @@ class OpenVINOSession(Session):
                 name: torch.from_numpy((results[index] if rows is None else results[index][:rows]).copy())
                 for index, name in enumerate(self.output_names)
             }
+
+    def _forward_flat_on_state(
+        self, feed: dict[str, np.ndarray], inputs: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The flat protocol on a stateful IR: the past is written into the variables, present read back."""
+        import numpy as np
+        import torch
+
+        batch = next(iter(feed.values())).shape[0]
+        feed[BEAM_INPUT] = np.arange(batch, dtype=np.int32)
+        if self.keeps_logits:
+            feed[KEEP_INPUT] = np.zeros(1, dtype=np.int64)
+        past = {name: inputs[name] for name in self.past_names}
+        with self.pool.borrow() as request:
+            try:
+                write_states(request, past)
+                results = request.infer(feed, share_inputs=True, share_outputs=True)
+            except RuntimeError as error:
+                raise AcceleronError(
+                    f"OpenVINO inference on {self.device} failed for inputs "
+                    f"{ {name: tuple(array.shape) for name, array in feed.items()} }: {error_reason(error)}"
+                ) from error
+            outputs = {name: torch.from_numpy(results[index].copy()) for index, name in enumerate(self.graph_outputs)}
+            present = read_states(request, self.past_names)
+        for name, value in present.items():
+            outputs[PAST_INPUT.sub(r"present.\1.\2", name)] = value
+        return outputs
 
     def _fit_static_shapes(self, feed: dict[str, np.ndarray]) -> int | None:
         """Check inputs against static axes; pad a short batch with zero rows. Returns the real row
@@ -186,6 +258,13 @@ class OpenVINOSession(Session):
             "compile_cache": str(self.compile_cache) if self.compile_cache else None,
             "infer_requests": self.pool.created,
         }
+        if self.stateful:
+            precision = self.property("KV_CACHE_PRECISION")
+            report["kv_cache"] = {
+                "kept": "in the infer request (stateful IR, one request per generation)",
+                "precision": precision_name(precision) if precision is not None else "unknown",
+                "last_position_logits": self.keeps_logits,
+            }
         if self.options.dtype in ("auto", "int8") and "INFERENCE_PRECISION_HINT" not in self.options.ov_config:
             report["precision_note"] = (
                 f"OpenVINO's default precision on {self.device} here is {default_precision(self.device)} "
@@ -198,7 +277,7 @@ class OpenVINOSession(Session):
 
 def load_session(artifact: Path, task: TaskSpec, options: OpenVINOOptions) -> OpenVINOSession:
     """Read, adapt (reshape, compress) and compile ``artifact`` for ``options.device``."""
-    from acceleron_openvino.devices import get_core, native_bfloat16
+    from acceleron_openvino.devices import default_precision, get_core, native_bfloat16
 
     started = time.perf_counter()
     model = read_model(artifact)
@@ -213,6 +292,8 @@ def load_session(artifact: Path, task: TaskSpec, options: OpenVINOOptions) -> Op
         )
         model = compress_weights_int8(model)
         compressed = changed = True
+    if make_stateful(model):  # a flat-cache IR saved before acceleron made them stateful at export
+        changed = True
     if options.static_shapes:
         _reshape(model, task, options)
         changed = True
@@ -228,6 +309,9 @@ def load_session(artifact: Path, task: TaskSpec, options: OpenVINOOptions) -> Op
         logger.warning("acceleron[ov]: %s", message)
         notes.append(message)
     config = options.compile_config(hint)
+    if is_stateful(model) and options.is_cpu and "KV_CACHE_PRECISION" not in config:
+        # Set, not left to the plugin: a model's runtime info can silently choose a lower precision for it.
+        config["KV_CACHE_PRECISION"] = hint or PRECISION_HINTS.get(default_precision(options.device), "f32")
     cache_dir = None if changed else _prepare_cache(options, config)
     try:
         compiled = get_core().compile_model(model if changed else str(artifact), options.device, config)
@@ -253,6 +337,11 @@ def _reshape(model: openvino.Model, task: TaskSpec, options: OpenVINOOptions) ->
     """
     import openvino
 
+    if is_stateful(model):
+        raise InvalidOptionError(
+            f"static_batch_size/static_sequence_length do not apply to {task.name}: its cache grows at every "
+            "step; load the model without them."
+        )
     shapes = {}
     for port in model.inputs:
         name, shape = port.get_any_name(), port.get_partial_shape()
@@ -322,6 +411,11 @@ def _as_array(tensor: torch.Tensor, spec: InputSpec) -> np.ndarray:
     if array.dtype != spec.dtype:
         array = array.astype(spec.dtype)
     return np.ascontiguousarray(array)
+
+
+def _past_order(name: str) -> tuple[int, int]:
+    match = PAST_INPUT.match(name)
+    return (int(match.group(1)), 0 if match.group(2) == "key" else 1) if match else (1 << 30, 0)
 
 
 def _as_int(value: Any) -> int | None:

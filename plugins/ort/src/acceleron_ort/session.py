@@ -22,6 +22,8 @@ from acceleron.errors import AcceleronError, BackendUnavailableError, InvalidOpt
 from acceleron_ort.artifacts import METADATA_PREFIX
 
 if TYPE_CHECKING:
+    from acceleron.decoding import DecodeState
+    from acceleron.kv_cache import CacheLayout
     from acceleron.tasks import TaskSpec
     from acceleron_ort.options import OrtOptions
 
@@ -184,6 +186,14 @@ class OrtSession(Session):
             arrays = {name: _as_numpy(value) for name, value in feeds.items()}
             results = self.session.run(self.graph_outputs, arrays, self._run_options_for(feeds.values()))
         return {name: torch.from_numpy(result) for name, result in zip(self.output_names, results)}
+
+    def start_decoding(self, layout: CacheLayout, batch_size: int) -> DecodeState | None:
+        """On the CPU, a generation's cache stays in onnxruntime between steps (:mod:`acceleron_ort.decode`)."""
+        if self.provider != CPU or not all(name in self.input_types for name in layout.past_names):
+            return None
+        from acceleron_ort.decode import BoundDecode
+
+        return BoundDecode(self, layout, batch_size)
 
     def _run_options_for(self, values: Iterable[torch.Tensor]) -> ort.RunOptions | None:
         """The shrinking run options for a large run, else None (the arena keeps its memory for the next)."""

@@ -469,11 +469,14 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
         """One step of ``state`` keeping ``keep`` positions' logits; a runtime's own exception becomes an
         :class:`InferenceError`."""
         try:
-            return state.step(flat, keep)
+            logits = state.step(flat, keep)
         except AcceleronError:
             raise
         except Exception as error:
             raise InferenceError(self._inference_failure(flat, error)) from error
+        # A session running PyTorch under inference_mode returns inference tensors, which generate()'s
+        # in-place edits (assisted decoding) refuse: such logits are cloned (one small tensor per step).
+        return logits.clone() if logits.is_inference() else logits
 
 
 def _generation_config(folder: Path, config: Any) -> GenerationConfig:

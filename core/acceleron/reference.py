@@ -77,9 +77,7 @@ class TorchSession(Session):
     def _forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         import torch
 
-        # no_grad, not inference_mode: callers update outputs in place (assisted decoding edits logits),
-        # which inference tensors refuse outside inference mode.
-        with torch.no_grad():
+        with torch.inference_mode():
             outputs = self.module(*(inputs[name] for name in self.input_names))
         # A KV cache stays in the compute dtype: it is fed back as the next step's past.
         return {

@@ -1,0 +1,126 @@
+"""SmolLM2-135M-Instruct through ``generate()`` on every installed backend, with the runtime's own KV cache.
+
+Float32 must give PyTorch float32's greedy tokens, 64 of them forced, at batch 1 and on a left-padded
+batch of 2, and two threads generating from one model get their serial results; every other dtype a
+backend offers must still answer the chat question with Paris (its greedy agreement is printed).
+Skipped unless ``ACCELERON_REAL_MODELS=1``::
+
+    HF_HUB_OFFLINE=1 ACCELERON_REAL_MODELS=1 python -m pytest tests/test_real_generation.py -v -s
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("ACCELERON_REAL_MODELS") != "1", reason="set ACCELERON_REAL_MODELS=1 to use real models"
+)
+
+NEW_TOKENS = 64
+PROMPTS = ("What is the capital of France?", "Name three colours of the rainbow.")
+
+
+def _installed(name: str) -> bool:
+    from acceleron.plugins import get_backend
+
+    try:
+        return bool(get_backend(name).availability())
+    except Exception:
+        return False
+
+
+BACKENDS = [name for name in ("ov", "ort", "ipex") if _installed(name)]
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> tuple[Any, Any, Any]:
+    import torch
+    import transformers
+
+    from acceleron.testing.assets import smollm2_path
+
+    folder = smollm2_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = "left"
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return folder, tokenizer, reference
+
+
+def _chat(tokenizer: Any, prompts: tuple[str, ...]) -> Any:
+    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    return tokenizer.apply_chat_template(
+        conversations, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+    )
+
+
+def _agreement(got: Any, expected: Any) -> float:
+    """The share of tokens before the first difference, averaged over the rows."""
+    shares = []
+    for row, reference in zip(got.tolist(), expected.tolist()):
+        same = next((i for i, (a, b) in enumerate(zip(row, reference)) if a != b), len(row))
+        shares.append(same / len(row))
+    return sum(shares) / len(shares)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_is_token_identical_and_thread_safe(smollm2: tuple[Any, Any, Any], backend: str) -> None:
+    import torch
+
+    from acceleron import OptimizedModel
+
+    folder, tokenizer, reference = smollm2
+    model = OptimizedModel.from_pretrained(folder, accelerator=backend, task="text-generation", dtype="float32")
+    settings = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
+    jobs = [_chat(tokenizer, PROMPTS[:1]), _chat(tokenizer, PROMPTS)]
+    expected = []
+    for inputs in jobs:
+        got = model.generate(**inputs, **settings)
+        with torch.inference_mode():
+            want = reference.generate(**inputs, **settings)
+        assert torch.equal(got, want), f"{backend}: {tokenizer.batch_decode(got)} vs {tokenizer.batch_decode(want)}"
+        expected.append(want)
+    results: dict[int, Any] = {}
+    barrier = threading.Barrier(len(jobs))
+
+    def run(index: int) -> None:
+        barrier.wait()
+        results[index] = model.generate(**jobs[index], **settings)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, want in enumerate(expected):
+        assert torch.equal(results[index], want), f"{backend}: thread {index} differs from its serial result"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_dtype_answers_paris(smollm2: tuple[Any, Any, Any], backend: str) -> None:
+    import torch
+
+    from acceleron import OptimizedModel
+    from acceleron.plugins import get_backend
+
+    folder, tokenizer, reference = smollm2
+    inputs = _chat(tokenizer, PROMPTS[:1])
+    length = inputs["input_ids"].shape[1]
+    settings = {"max_new_tokens": NEW_TOKENS, "do_sample": False}
+    with torch.inference_mode():
+        want = reference.generate(**inputs, **settings)[:, length:]
+    for dtype in get_backend(backend).dtypes:
+        if dtype == "float32":
+            continue
+        try:
+            model = OptimizedModel.from_pretrained(folder, accelerator=backend, task="text-generation", dtype=dtype)
+        except Exception as error:  # a dtype the backend refuses for decoders says why
+            print(f"{backend}/{dtype}: refused: {str(error).splitlines()[0]}")
+            continue
+        got = model.generate(**inputs, **settings)[:, length:]
+        answer = tokenizer.decode(got[0], skip_special_tokens=True)
+        print(f"{backend}/{dtype}: agreement {_agreement(got, want[:, : got.shape[1]]):.2f}: {answer!r}")
+        assert "Paris" in answer, f"{backend}/{dtype}: {answer!r}"

@@ -28,6 +28,15 @@ CACHE_INT8_REFUSED = (
     "weight-only int8 with accelerator='ov' or 'ort'."
 )
 
+#: Why dtype="int4" is refused (torch 2.13 has the kernels, acceleron-ipex does not use them yet).
+INT4_REFUSED = (
+    "the ipex backend does not offer dtype='int4': it has no weight-only int4 path (PyTorch's CPU kernel "
+    "torch.ops.aten._weight_int4pack_mm_for_cpu exists, but this backend does not rewrite models to use it). "
+    "Weight-only int4 runs on accelerator='ort' (ONNX Runtime MatMulNBits) and accelerator='ov' (OpenVINO, "
+    "NNCF weight compression: pip install 'acceleron-openvino[int8]'); here use dtype='float32', 'bfloat16' "
+    "or 'int8'."
+)
+
 
 @dataclass(frozen=True)
 class IpexOptions(Options):

@@ -60,6 +60,15 @@ def test_reduced_precision_is_judged_on_label_agreement() -> None:
     assert not compare_outputs({"logits": reference}, {"logits": flipped}, CLASSIFY, "int8").passed
 
 
+def test_int4_labels_are_reported_not_enforced() -> None:
+    reference = torch.tensor([[0.0, 3.0], [3.0, 0.0]])
+    flipped = torch.tensor([[3.0, 0.0], [0.0, 3.0]])
+    report = compare_outputs({"logits": reference}, {"logits": flipped}, CLASSIFY, "int4")
+    assert report.passed and report.outputs[0].argmax_agreement == 0.0
+    bad = torch.tensor([[float("nan"), 1.0], [0.0, 1.0]])
+    assert not compare_outputs({"logits": reference}, {"logits": bad}, CLASSIFY, "int4").passed
+
+
 def test_a_wrong_export_is_recorded_and_strict_raises(use_plugins: Install, tiny_classifier: Path) -> None:
     from acceleron import OptimizedModel
     from acceleron.cache import ExportCache

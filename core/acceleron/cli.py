@@ -54,7 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, type=Path, help="folder to write the exported model into")
     export.add_argument("--task", help="task (inferred from the folder when omitted)")
     export.add_argument("--accelerator", "-a", help="backend name (default: the best installed one)")
-    export.add_argument("--dtype", help="float32, bfloat16, int8 or auto (backend-dependent)")
+    export.add_argument("--dtype", help="float32, bfloat16, int8, int4 or auto (backend-dependent)")
     export.add_argument(
         "--option", dest="options", action="append", type=_parse_option, default=[], metavar="KEY=VALUE"
     )

@@ -237,6 +237,7 @@ def test_an_ipex_engine_artifact_is_refused_where_ipex_cannot_run(
         ({"compile": "turbo"}, "compile must be True, False or one of"),
         ({"compile": True, "dtype": "int8"}, "compile does not support dtype='int8'"),
         ({"engine": "onnx"}, "engine must be one of auto, torch, ipex"),
+        ({"dtype": "int4"}, r"does not offer dtype='int4'.*accelerator='ort'.*accelerator='ov'"),
     ],
 )
 def test_bad_options_are_refused_with_the_next_step(options: dict[str, Any], message: str) -> None:

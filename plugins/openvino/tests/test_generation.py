@@ -227,6 +227,24 @@ def test_int8_weights_still_generate(sessions: Callable[..., tuple[Any, Any]]) -
     assert torch.equal(got[:, :1], pytorch_greedy(model, ids, mask)[:, :1])
 
 
+def test_int4_weights_still_generate(sessions: Callable[..., tuple[Any, Any]]) -> None:
+    pytest.importorskip("nncf", reason="dtype='int4' needs the int8 extra (NNCF)")
+    import openvino
+
+    model, session = sessions("llama", "int4")
+    assert session.weights == "int4"
+    assert session.describe()["dtype"] == "int4"
+    weight_types = {
+        node.get_output_element_type(0).get_type_name()
+        for node in openvino.Core().read_model(session.artifact).get_ops()
+        if node.get_type_name() == "Constant"
+    }
+    assert "i4" in weight_types  # 4-bit groups; NNCF keeps the embedding and the LM head in int8
+    ids, mask = prompts(2)
+    got = greedy(step_of(session), model.config, ids, mask)
+    assert got.shape == (2, NEW_TOKENS)
+
+
 def test_static_shapes_are_refused_for_generation(sessions: Callable[..., tuple[Any, Any]]) -> None:
     _, session = sessions("gpt2")
     backend = OpenVINOBackend()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from acceleron.testing import BackendConformance
 
 
@@ -22,3 +24,25 @@ class TestOpenVINODefaultDtype(BackendConformance):
     text_architectures = ("bert",)
     # Pipeline scores against stock float32 transformers; labels must still agree exactly.
     pipeline_atol = 2e-2
+
+
+class TestOpenVINOInt4(BackendConformance):
+    """dtype="int4" (NNCF 4-bit weight compression, needs the int8 extra): exports, validates and runs;
+    shapes and behaviour only (the float32 class checks tokens). One architecture per modality that has
+    MatMuls to compress; the vision and sentence checks compare float32 results exactly."""
+
+    backend_name = "ov"
+    options = {"dtype": "int4"}
+    text_architectures = ("bert",)
+    image_architectures = ()
+    audio_architectures = ()
+    speech_architectures = ()
+    vision_tasks = ()
+    sentence_cases = ()
+    seq2seq_architectures = ("t5", "whisper")
+    # Pipeline scores of 4-bit weights against stock float32 transformers; labels must still agree.
+    pipeline_atol = 0.1
+
+    @pytest.fixture(autouse=True)
+    def _needs_nncf(self) -> None:
+        pytest.importorskip("nncf", reason="dtype='int4' needs the int8 extra (NNCF)")

@@ -147,6 +147,32 @@ def test_int8_on_a_float_ir_compresses_at_load(saved_classifier: Path, load_ov: 
     assert load_ov(saved_classifier, dtype="int8").report()["runtime"]["weights"] == "int8"
 
 
+@pytest.mark.skipif(not _nncf_installed(), reason="dtype='int4' needs the int8 extra (NNCF)")
+def test_int4_compresses_the_weights_and_its_ir_stays_int4(tiny_classifier: Path, load_ov: Any, tmp_path: Path) -> None:
+    int4 = load_ov(tiny_classifier, task=TASK, dtype="int4")
+    int8 = load_ov(tiny_classifier, task=TASK, dtype="int8")
+    assert int4.artifact.parent != int8.artifact.parent
+    assert int4.manifest["options"]["dtype"] == "int4"
+    runtime = int4.report()["runtime"]
+    assert (runtime["dtype"], runtime["weights"]) == ("int4", "int4")
+    saved = int4.save_pretrained(tmp_path / "int4")
+    assert load_ov(saved).report()["runtime"]["weights"] == "int4"  # dtype='auto': the IR decides
+
+
+def test_compressed_weights_compile_with_dynamic_quantisation_on_the_cpu() -> None:
+    backend = OpenVINOBackend()
+    for dtype in ("int8", "int4"):
+        assert backend.parse_options({"dtype": dtype}).compile_config(None)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 32
+    assert "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in backend.parse_options({"dtype": "float32"}).compile_config("f32")
+    off = backend.parse_options({"dtype": "int4", "ov_config": {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}})
+    assert off.compile_config(None)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0
+
+
+@pytest.mark.skipif(not _nncf_installed(), reason="dtype='int4' needs the int8 extra (NNCF)")
+def test_int4_on_a_float_ir_compresses_at_load(saved_classifier: Path, load_ov: Any) -> None:
+    assert load_ov(saved_classifier, dtype="int4").report()["runtime"]["weights"] == "int4"
+
+
 # ---- static shapes ----
 
 

@@ -237,6 +237,23 @@ def test_int8_agrees_with_float32_labels_on_the_tiny_model(float32_and_int8: tup
     assert agreement >= 0.97, f"int8 agrees with float32 on {agreement:.1%} of {len(labels32)} tokens"
 
 
+def test_int4_is_weight_only_for_a_task_that_does_not_generate(tagger: Path, tmp_path: Path) -> None:
+    """int4 has no dynamic recipe: a classifier's MatMuls become 4-bit ``MatMulNBits`` too."""
+    cache = ExportCache(tmp_path / "cache")
+    float32 = load(tagger, "token-classification", export_cache=cache)
+    int4 = load(tagger, "token-classification", export_cache=cache, dtype="int4")
+    assert int4.manifest["options"]["dtype"] == "int4"
+    assert int4.report()["runtime"]["dtype"] == "int4"
+    ops = _op_types(int4.artifact)
+    assert "MatMulNBits" in ops and not QUANTIZED_OPS & ops
+    inputs = encode(tagger, SENTENCES)
+    tokens = inputs["attention_mask"].bool()
+    agreement = float(
+        (float32(**inputs).logits.argmax(-1)[tokens] == int4(**inputs).logits.argmax(-1)[tokens]).float().mean()
+    )
+    assert agreement >= 0.8, f"int4 agrees with float32 on {agreement:.1%} of the tokens"
+
+
 # ---- options ----
 
 

@@ -277,6 +277,36 @@ def test_int8_quantises_the_matmuls_and_decodes(backend: Any, exported: Any) -> 
     assert float(torch.nn.functional.cosine_similarity(int8.flatten(), float32.flatten(), dim=0)) > 0.99
 
 
+def _matmul_bits(path: Path) -> set[int]:
+    """The ``bits`` of every ``MatMulNBits`` node of the file."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    nbits = [node for node in nodes if node.op_type == "MatMulNBits"]
+    return {attribute.i for node in nbits for attribute in node.attribute if attribute.name == "bits"}
+
+
+def test_int4_quantises_the_matmuls_to_4_bits_and_decodes(backend: Any, exported: Any) -> None:
+    from acceleron_ort.quantize import WEIGHT_ONLY
+
+    model, path = exported("llama", "int4")
+    assert _matmul_bits(path) == {4}
+    assert _matmul_bits(exported("llama", "int8")[1]) == {8}
+    session = _session(backend, path)
+    assert session.metadata.get("dtype") == "int4"
+    assert session.describe()["dtype"] == "int4"
+    ids, mask = _prompts(2)
+    tokens, fed = greedy(session, model.config, ids, mask, 8)
+    assert tokens.shape == (2, 8)
+    assert fed == [9] + [1] * 7
+    # The weights of a tiny random model are Gaussian, the worst case for 4 bits; still close to float32.
+    case = kv_cache.validation_cases(model.config)["decode"]
+    float32 = _session(backend, exported("llama")[1])._forward(case)["logits"]
+    int4 = session._forward(case)["logits"]
+    assert float(torch.nn.functional.cosine_similarity(int4.flatten(), float32.flatten(), dim=0)) > 0.9
+    assert WEIGHT_ONLY["int4"].bits == 4 and WEIGHT_ONLY["int4"].accuracy_level == 4
+
+
 def test_a_graph_without_position_ids_still_runs(backend: Any, tmp_path: Path) -> None:
     """An exporter drops inputs the model never reads; the caller's position_ids are then left out."""
     import onnx

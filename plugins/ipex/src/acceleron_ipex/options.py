@@ -28,6 +28,18 @@ CACHE_INT8_REFUSED = (
     "weight-only int8 with accelerator='ov' or 'ort'."
 )
 
+#: Why dtype="int4" is refused. torch 2.13's CPU kernels exist but lose to float32 at batch 1: SmolLM2-135M's
+#: shapes, one thread, CPU time per call on the 2-core Xeon (AVX-512 VNNI), 2026-12-06: 1536x576 float32
+#: ``linear`` 171 us, ``aten._weight_int8pack_mm`` 1379 us, ``aten._weight_int4pack_mm_for_cpu`` (groups
+#: of 32) 2119 us; the 49152x576 LM head 10.2, 39.8 and 77.9 ms.
+INT4_REFUSED = (
+    "the ipex backend does not offer dtype='int4': it has no weight-only int4 path (PyTorch's CPU kernel "
+    "torch.ops.aten._weight_int4pack_mm_for_cpu exists, but this backend does not rewrite models to use it). "
+    "Weight-only int4 runs on accelerator='ort' (ONNX Runtime MatMulNBits) and accelerator='ov' (OpenVINO, "
+    "NNCF weight compression: pip install 'acceleron-openvino[int8]'); here use dtype='float32', 'bfloat16' "
+    "or 'int8'."
+)
+
 
 @dataclass(frozen=True)
 class IpexOptions(Options):

@@ -13,13 +13,15 @@ Importing this module imports neither torch nor IPEX.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from acceleron import hookimpl
 from acceleron.backend import Availability, Backend, Options, distribution_version
+from acceleron.errors import InvalidOptionError
 from acceleron_ipex import artifacts, cpu, engine
-from acceleron_ipex.options import IpexOptions
+from acceleron_ipex.options import INT4_REFUSED, IpexOptions
 
 if TYPE_CHECKING:
     from acceleron.tasks import ExportPlan, TaskSpec
@@ -54,6 +56,13 @@ class IpexBackend(Backend):
             "acceleron-ipex": distribution_version("acceleron-ipex") or "",
             "auto-dtype": cpu.auto_dtype(),
         }
+
+    def parse_options(self, options: Mapping[str, Any] | Options | None = None) -> Options:
+        """The core's parsing, after refusing ``dtype="int4"`` with the backends that have it."""
+        dtype = options.get("dtype") if isinstance(options, Mapping) else getattr(options, "dtype", None)
+        if dtype == "int4":
+            raise InvalidOptionError(INT4_REFUSED)
+        return super().parse_options(options)
 
     def resolve_dtype(self, options: Options) -> str:
         """``auto`` is bfloat16 where the CPU computes it natively, else float32."""

@@ -26,7 +26,18 @@ from acceleron.backend import Options
 from acceleron.errors import InvalidOptionError
 
 #: acceleron dtype -> OpenVINO ``INFERENCE_PRECISION_HINT`` (None: leave OpenVINO's default).
-PRECISION_HINTS: dict[str, str | None] = {"auto": None, "float32": "f32", "bfloat16": "bf16", "int8": None}
+PRECISION_HINTS: dict[str, str | None] = {
+    "auto": None,
+    "float32": "f32",
+    "bfloat16": "bf16",
+    "int8": None,
+    "int4": None,
+}
+#: The CPU's dynamic quantisation of activations, per group of this many, in front of compressed
+#: (int8/int4) weights. It is OpenVINO 2026.4's CPU default; set so that it stays. SmolLM2-135M, one
+#: thread, process CPU ms per decoded token with it / without it (0): int8 50.5 / 58.8, int4 45.3 / 49.4,
+#: greedy agreement with PyTorch float32 (chat tokens, teacher-forced) 93.6% / 95.3% and 73.4% / 73.8%.
+DYNAMIC_QUANTIZATION_GROUP_SIZE = 32
 #: OpenVINO element type names -> acceleron dtype names.
 PRECISION_NAMES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -42,7 +53,7 @@ def precision_name(hint: Any) -> str:
 
 @dataclass(frozen=True)
 class OpenVINOOptions(Options):
-    """Options of the ``ov`` backend. ``dtype`` keys the export: int8 compresses the IR's weights, and
+    """Options of the ``ov`` backend. ``dtype`` keys the export: int8 and int4 compress the IR's weights, and
     every precision keeps its own validation report (bfloat16 and float32 are only compile hints)."""
 
     performance_hint: str = "latency"
@@ -78,8 +89,9 @@ class OpenVINOOptions(Options):
         object.__setattr__(self, "device", normalize_device(self.device))
 
     def fixed_by_artifact(self, recorded: Mapping[str, Any]) -> frozenset[str]:
-        # A float IR runs as float32, bfloat16 or int8 (hints and load-time compression); an int8 IR stays int8.
-        if recorded.get("dtype") == "int8":
+        # A float IR runs as float32, bfloat16, int8 or int4 (hints and load-time compression); a
+        # compressed IR stays what it was compressed to.
+        if recorded.get("dtype") in ("int8", "int4"):
             return self.artifact_fields
         return self.artifact_fields - {"dtype"}
 
@@ -98,6 +110,8 @@ class OpenVINOOptions(Options):
             config["INFERENCE_NUM_THREADS"] = self.num_threads
         if precision_hint is not None:
             config["INFERENCE_PRECISION_HINT"] = precision_hint
+        if self.is_cpu and self.compute_dtype in ("int8", "int4"):
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP_SIZE
         config.update(self.ov_config)
         return config
 

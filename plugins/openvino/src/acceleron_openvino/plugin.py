@@ -28,7 +28,7 @@ def _ov(options: Options) -> OpenVINOOptions:
 
 
 class OpenVINOBackend(Backend):
-    """OpenVINO IR on CPU (or GPU, NPU, AUTO): float32, bfloat16, or int8 weights through NNCF."""
+    """OpenVINO IR on CPU (or GPU, NPU, AUTO): float32, bfloat16, or int8/int4 weights through NNCF."""
 
     name = "ov"
     aliases = ("openvino",)
@@ -36,7 +36,7 @@ class OpenVINOBackend(Backend):
     install_hint = "pip install 'acceleron[openvino]'"
     runtime_modules = ("openvino", "torch", "nncf")
     options_class = OpenVINOOptions
-    dtypes = ("auto", "float32", "bfloat16", "int8")
+    dtypes = ("auto", "float32", "bfloat16", "int8", "int4")
     # Found with tiny YOLOS and DPT models on openvino 2026.4: they export, validate and run, but the
     # compiled-model cache (CACHE_MODE=OPTIMIZE_SIZE) gives them back with broken Reshape patterns
     # on the next load, so every later process would fail.
@@ -59,14 +59,14 @@ class OpenVINOBackend(Backend):
         return {"openvino": distribution_version("openvino") or "unknown"}
 
     def resolve_dtype(self, options: Options) -> str:
-        """int8, else a precision forced through ``ov_config``, else ``dtype`` on this device: ``auto`` is
+        """int8 or int4, else a precision forced through ``ov_config``, else ``dtype`` on this device: ``auto`` is
         the device's default (bfloat16 on AMX CPUs); bfloat16 without native support runs float32."""
         from acceleron_openvino.devices import default_precision, native_bfloat16
 
         options = _ov(options)
         forced = options.ov_config.get("INFERENCE_PRECISION_HINT")
-        if options.dtype == "int8":
-            return "int8"
+        if options.dtype in ("int8", "int4"):
+            return options.dtype
         if forced is not None:
             return precision_name(forced)
         if options.dtype == "auto":

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from acceleron.backend import Session
 from acceleron.errors import AcceleronError, InvalidOptionError
 from acceleron_openvino.artifacts import IR_SUFFIX, error_reason, read_model
-from acceleron_openvino.export import compress_weights_int8, is_weight_compressed
+from acceleron_openvino.export import WEIGHT_COMPRESSION, compress_weights, compressed_dtype
 from acceleron_openvino.options import PRECISION_HINTS, OpenVINOOptions, precision_name
 from acceleron_openvino.stateful import (
     BEAM_INPUT,
@@ -247,7 +247,7 @@ class OpenVINOSession(Session):
             **super().describe(),
             "device": self.device,
             "execution_devices": list(self.property("EXECUTION_DEVICES", [self.device])),
-            "dtype": "int8" if self.weights == "int8" else precision,
+            "dtype": self.weights if self.weights in WEIGHT_COMPRESSION else precision,
             "activations": precision,
             "weights": self.weights,
             "requested_dtype": self.options.dtype,
@@ -265,7 +265,8 @@ class OpenVINOSession(Session):
                 "precision": precision_name(precision) if precision is not None else "unknown",
                 "last_position_logits": self.keeps_logits,
             }
-        if self.options.dtype in ("auto", "int8") and "INFERENCE_PRECISION_HINT" not in self.options.ov_config:
+        hinted = "INFERENCE_PRECISION_HINT" in self.options.ov_config
+        if self.options.dtype in ("auto", *WEIGHT_COMPRESSION) and not hinted:
             report["precision_note"] = (
                 f"OpenVINO's default precision on {self.device} here is {default_precision(self.device)} "
                 "(bfloat16 on CPUs with AMX or AVX512-BF16, float32 on others)"
@@ -283,15 +284,16 @@ def load_session(artifact: Path, task: TaskSpec, options: OpenVINOOptions) -> Op
     model = read_model(artifact)
     notes: list[str] = []
     changed = artifact.suffix != IR_SUFFIX
-    compressed = is_weight_compressed(model)
-    if options.dtype == "int8" and not compressed:
+    compressed = compressed_dtype(model)
+    if options.dtype in WEIGHT_COMPRESSION and compressed is None:
         logger.warning(
-            "acceleron[ov]: %s has uncompressed weights; compressing them to int8 now, on every load. "
+            "acceleron[ov]: %s has uncompressed weights; compressing them to %s now, on every load. "
             "save_pretrained() the model to keep the compressed IR.",
             artifact,
+            options.dtype,
         )
-        model = compress_weights_int8(model)
-        compressed = changed = True
+        model = compress_weights(model, options.dtype)
+        compressed, changed = options.dtype, True
     if make_stateful(model):  # a flat-cache IR saved before acceleron made them stateful at export
         changed = True
     if options.static_shapes:
@@ -323,7 +325,7 @@ def load_session(artifact: Path, task: TaskSpec, options: OpenVINOOptions) -> Op
     logger.info(
         "acceleron[ov]: compiled %s for %s in %.2f s", artifact.name, options.device, time.perf_counter() - started
     )
-    weights = "int8" if compressed else "float32"
+    weights = compressed or "float32"
     return OpenVINOSession(
         compiled, artifact=artifact, options=options, weights=weights, compile_cache=cache_dir, notes=notes
     )

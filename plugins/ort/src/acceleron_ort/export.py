@@ -1,4 +1,4 @@
-"""The export hook: each graph of the core's plan to ONNX with ``torch.onnx.export`` (+ fusions, int8).
+"""The export hook: each graph of the core's plan to ONNX with ``torch.onnx.export`` (+ fusions, int8/int4).
 
 Two exporters, chosen by the ``exporter`` option:
 
@@ -81,13 +81,13 @@ def _dynamic_shapes(graph: GraphPlan) -> tuple[Any, ...]:
 def export_plan(plan: ExportPlan, output_dir: Path, options: OrtOptions) -> Path:
     """Export every graph of ``plan`` to ``output_dir/<graph>.onnx``; returns the main graph's file.
 
-    ``optimize=True`` fuses transformer ops; ``dtype="int8"`` quantises the float32 export, which is
-    written aside and removed afterwards.
+    ``optimize=True`` fuses transformer ops; ``dtype="int8"`` or ``"int4"`` quantises the float32
+    export, which is written aside and removed afterwards.
     """
-    int8 = options.compute_dtype == "int8"
+    quantized = options.compute_dtype in quantize.WEIGHT_ONLY
     paths = []
     for graph in plan.graphs:
-        folder = output_dir / "float32" if int8 else output_dir
+        folder = output_dir / "float32" if quantized else output_dir
         folder.mkdir(parents=True, exist_ok=True)
         path = torch_to_onnx(graph, folder / f"{graph.name}.onnx", exporter=options.exporter, opset=options.opset)
         store_weights(path)
@@ -96,9 +96,9 @@ def export_plan(plan: ExportPlan, output_dir: Path, options: OrtOptions) -> Path
             if options.optimize
             else {}
         )
-        if int8:
+        if quantized:
             target = output_dir / path.name
-            quantize.quantize_int8(path, target, weight_only=plan.task.kind.generates)
+            quantize.quantize(path, target, dtype=options.compute_dtype, weight_only=plan.task.kind.generates)
             shutil.rmtree(folder)
             path = target
             store_weights(path)

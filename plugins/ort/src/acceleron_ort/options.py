@@ -1,6 +1,6 @@
 """The options of the ``ort`` backend: :class:`OrtOptions`.
 
-Besides ``device`` (``"cpu"`` or ``"cuda[:N]"``), ``dtype`` (auto/float32/int8) and ``num_threads``:
+Besides ``device`` (``"cpu"`` or ``"cuda[:N]"``), ``dtype`` (auto/float32/int8/int4) and ``num_threads``:
 
 =====================  ===========================================================================
 ``exporter``           ``"torchscript"`` (default) or ``"dynamo"`` (torch.export-based; needs onnxscript)

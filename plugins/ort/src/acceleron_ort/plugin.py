@@ -41,7 +41,7 @@ class OrtBackend(Backend):
     install_hint = "pip install 'acceleron[ort]'"
     runtime_modules = ("onnxruntime", "onnx", "torch", "transformers")
     options_class = OrtOptions
-    dtypes = ("auto", "float32", "int8")
+    dtypes = ("auto", "float32", "int8", "int4")
 
     def availability(self) -> Availability:
         runtime = distribution_version(*ORT_DISTRIBUTIONS)

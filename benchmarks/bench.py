@@ -680,6 +680,14 @@ def _anchors_module() -> Any:
     return anchors
 
 
+def _end_ids(folder: Path) -> list[int]:
+    """The generation config's end-of-sequence ids: what ``min_new_tokens`` rules out until the count is reached."""
+    import transformers
+
+    end = transformers.GenerationConfig.from_pretrained(str(folder)).eos_token_id
+    return [] if end is None else [end] if isinstance(end, int) else list(end)
+
+
 def is_anchor(variant: Variant) -> bool:
     return variant.backend in ANCHOR_ENGINES
 
@@ -772,6 +780,7 @@ class GenerationJob:
                     cache=self.anchor_cache or anchors.default_cache(),
                     batch_sizes=self.sizes,
                     pad_token_id=free_id,
+                    end_ids=_end_ids(self.folder),
                 )
                 load_s -= variant.pipe.convert_s
                 timings["convert_s"] = variant.pipe.convert_s

@@ -1400,6 +1400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="load every variant in this one process (default: each variant in a worker process of its own)",
     )
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     counts = (args.sentences, args.batch_size, args.repeats, args.threads, args.latency_calls, args.generation_batch)
     if min(counts) < 1:
         parser.error("counts must be positive")
@@ -1487,19 +1488,26 @@ def _generation_main(args: argparse.Namespace, backends: list[str] | None) -> No
                 skipped_before=skipped,
             )
         )
+        _write_generation(args, reports)  # after each thread count: a long run leaves what it measured so far
+    print(format_generation_markdown_all(reports))
+    print(f"\nwrote {args.out / 'generation.json'}, {args.out / 'generation.md'} and {args.out / 'generation.png'}")
+
+
+def format_generation_markdown_all(reports: Sequence[dict[str, Any]]) -> str:
+    return "\n\n".join(format_generation_markdown(run) for run in reports)
+
+
+def _write_generation(args: argparse.Namespace, reports: list[dict[str, Any]]) -> None:
     report = {
         "workload": "text-generation",
         "threads_list": args.threads_list,
         "anchors": args.anchors,
-        "command": "bench.py " + " ".join(sys.argv[1:]),
+        "command": "bench.py " + " ".join(args.argv),
         "runs": reports,
     }
-    markdown = "\n\n".join(format_generation_markdown(run) for run in reports)
     (args.out / "generation.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (args.out / "generation.md").write_text(markdown + "\n")
+    (args.out / "generation.md").write_text(format_generation_markdown_all(reports) + "\n")
     write_generation_chart(reports, args.out / "generation.png")
-    print(markdown)
-    print(f"\nwrote {args.out / 'generation.json'}, {args.out / 'generation.md'} and {args.out / 'generation.png'}")
 
 
 def _classification_main(args: argparse.Namespace, backends: list[str] | None) -> None:

@@ -26,13 +26,28 @@ model's ``generate()`` on eager PyTorch float32; every other variant is
 Per variant it measures, greedy, with ``--new-tokens`` new tokens forced (``min_new_tokens`` equal
 to ``max_new_tokens``, so every run generates the same count) on chat-formatted prompts:
 
-* time to first token (prefill and the first token, from the call to ``generate()``) and decode
-  throughput (new tokens per second over the batch, the first token excluded), at batch 1 and at
-  batch ``--generation-batch`` (that many different prompts, left-padded), timed with a streamer;
+* decode time per step (the first token excluded; at batch 1 that is ms per token), as wall time
+  (``time.perf_counter``) and as CPU time of the variant's process (``time.process_time``: all its
+  threads, spinning ones included), and decode throughput (new tokens per second over the batch),
+  at batch 1 and at batch ``--generation-batch`` (that many different prompts, left-padded), timed
+  token by token with a streamer; time to first token on those chat prompts;
+* time to first token (wall and CPU) of a ``--prefill-tokens`` (128) token prompt at batch 1: plain
+  text (no chat template, no BOS), :data:`PREFILL_TEXT` tokenised and repeated to exactly that count;
 * the pipeline's greedy chat answer to "What is the capital of France?" (up to 64 new tokens,
   stopping at the end of the turn) and whether it names Paris;
 * token agreement with the reference: the share of generated tokens before the first one that
   differs from the reference's, averaged over the sequences, and the count of identical sequences.
+
+``--threads-list 1,2`` measures every variant at each thread count (one set of worker processes,
+one table each; exports are shared). Before each, the memory bandwidth is measured with as many
+threads (:func:`measure_bandwidth`), and the floor of each dtype class is computed: the bytes of
+weights one decode step reads (every parameter once; a tied embedding is read whole as the LM head,
+and its lookup row is not counted again) at 4 (float32), 2 (bfloat16), 1.0625 (int8, as Q8_0's 8.5
+bits) and 0.5625 (int4, as Q4_0's 4.5 bits) bytes a weight, over the read bandwidth. ``--anchors``
+adds other engines decoding the same model as variants of the same rounds (llama.cpp,
+onnxruntime-genai; see benchmarks/anchors.py), given the same token ids. The report
+(``generation.md``) has a markdown table per thread count: stock eager float32 first, then ours,
+then the anchors, then the floors.
 
 A variant whose ``pipeline()`` (or generation) raises for text-generation is skipped and listed;
 the reference's failure ends the run.
@@ -48,7 +63,8 @@ threads, torch's OpenMP pool) in another process. ``--same-process`` loads every
 one process instead, as earlier versions did, to see what co-loaded runtimes do to each other;
 the report's ``settings`` say which (``isolation``: ``process`` or ``none``). Medians are
 reported with min and max. Output: a table on the terminal, a JSON file and a PNG chart per
-workload (``bench.json``/``bench.png`` for classification, ``generation.json``/``generation.png``).
+workload (``bench.json``/``bench.png`` for classification, ``generation.json``/``generation.md``/
+``generation.png``).
 """
 
 from __future__ import annotations
@@ -546,7 +562,7 @@ class _TokenClock:
     """A streamer that notes, wall and process CPU time, when ``generate()`` hands over each new token.
 
     ``generate()`` first hands over the prompt (not noted), then every new token; ``wall[0]`` and
-    ``cpu[0]`` are set by the caller just before the call.
+    ``cpu[0]`` are taken when the clock is made, just before the call.
     """
 
     def __init__(self) -> None:

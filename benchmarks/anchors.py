@@ -374,14 +374,16 @@ def ov_genai_status() -> str | None:
 
     ``openvino_genai.LLMPipeline`` reads an OpenVINO IR of the whole stateful decoder (its KV cache
     as model state, inputs ``input_ids``/``attention_mask``/``position_ids``/``beam_idx``) and the
-    tokenizer and detokenizer as OpenVINO models. The only converter that writes that layout is
-    optimum-intel (``optimum-cli export openvino``), which this project does not install; without it
-    there is no model to give the pipeline.
+    tokenizer and detokenizer as OpenVINO models. openvino-genai 2026.4.1.0 installs next to the
+    pinned openvino 2026.4.1, but the only converter that writes that model is optimum-intel
+    (``optimum-cli export openvino``), and optimum-intel 2.2.0 (the newest) requires
+    transformers<5.6 and huggingface-hub<1.22, against the pinned 5.23 and 2.4: it cannot share the
+    environment, so there is no model to give the pipeline.
     """
     if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.intel") is None:
         return (
             "openvino-genai's LLMPipeline needs a stateful OpenVINO IR and tokenizer models, which only optimum-intel "
-            "(not installed) writes"
+            "writes, and optimum-intel 2.2.0 requires transformers<5.6 (pinned: 5.23)"
         )
     return None
 

@@ -1406,6 +1406,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--anchor-cache", type=Path, help="generation: where anchors' converted models are cached")
     parser.add_argument(
+        "--dtypes",
+        help=f"generation: comma-separated dtypes of our backends (default: {','.join(GENERATION_DTYPES)})",
+    )
+    parser.add_argument(
+        "--export-cache",
+        type=Path,
+        help="generation: our backends' export cache (default: a new empty folder, so load s is a cold start)",
+    )
+    parser.add_argument(
         "--bandwidth-mb",
         type=int,
         help="generation: the array the memory bandwidth is measured on, MiB (default 1024; --tiny: 32)",
@@ -1479,13 +1488,15 @@ def _generation_main(args: argparse.Namespace, backends: list[str] | None) -> No
         folder = assets.smollm2_path()
         if "llama.cpp" in args.anchors:
             gguf = assets.smollm2_gguf()
-    cache_root = Path(tempfile.mkdtemp(prefix="acceleron-bench-gen-cache-"))  # exports shared by the thread counts
+    # Exports are shared by the thread counts: only the first count's load is a cold start.
+    cache_root = args.export_cache or Path(tempfile.mkdtemp(prefix="acceleron-bench-gen-cache-"))
+    dtypes = args.dtypes.split(",") if args.dtypes else GENERATION_DTYPES
     reports = []
     for threads in args.threads_list:
         print(f"measuring memory bandwidth with {threads} thread(s) ...", file=sys.stderr, flush=True)
         bandwidth = measure_bandwidth(threads, args.bandwidth_mb)
         anchors, skipped = anchor_variants(args.anchors, gguf)
-        variants = variants_for(backends, GENERATION_DTYPES) + anchors
+        variants = variants_for(backends, dtypes) + anchors
         reports.append(
             run_generation(
                 folder,

@@ -9,6 +9,7 @@ Sessions:
   packaging       build every wheel; a fresh venv installs 'acceleron[<extra>]' from them
   ray             acceleron[ray]: bulk runs over tables, and Ray Data on a local two-CPU Ray (tiny models)
   demo, bench     the demo and the benchmark on real models (see README)
+  bench-anchors   opt-in, not a default: the generation benchmark with llama.cpp and onnxruntime-genai next to ours
 """
 
 from __future__ import annotations
@@ -170,6 +171,29 @@ def bench(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args, "matplotlib", "ctranslate2", *REAL_MODEL_DEPS)
     env = {**ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     session.run("python", str(ROOT / "benchmarks" / "bench.py"), *session.posargs, env=env)
+
+
+#: The anchors of the generation benchmark (benchmarks/anchors.py). llama-cpp-python is an sdist: pip
+#: builds it (CMake, many minutes on two cores). openvino-genai goes with the pinned openvino.
+ANCHOR_DEPS = ("llama-cpp-python==0.3.36", "onnxruntime-genai==0.18.0", "openvino-genai==2026.4.1.0")
+
+
+@nox.session(name="bench-anchors")
+def bench_anchors(session: nox.Session) -> None:
+    """The generation benchmark on SmolLM2 with its anchors (llama.cpp, onnxruntime-genai) in the same rounds.
+
+    Not a default session (the anchors are big installs, llama.cpp a long build): ``./nox -s bench-anchors``,
+    extra arguments go to bench.py (e.g. ``-- --repeats 5``). llama-cpp-python is built with
+    ``CMAKE_ARGS=-DGGML_NATIVE=ON`` unless CMAKE_ARGS is set; to reuse a wheel built before, point
+    ``PIP_FIND_LINKS`` at its folder.
+    """
+    plugin_args = _plugin_args()
+    env = {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=ON")}
+    session.install(*CONSTRAINTS, "-e", str(ROOT), *plugin_args, "matplotlib", *REAL_MODEL_DEPS, env=env)
+    session.install(*CONSTRAINTS, *ANCHOR_DEPS, env=env)
+    env = {**ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    args = ["--workload", "generation", "--anchors", "all", "--threads-list", "1,2", *session.posargs]
+    session.run("python", str(ROOT / "benchmarks" / "bench.py"), *args, env=env)
 
 
 @nox.session(name="plugin-ipex-real")

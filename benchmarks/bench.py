@@ -26,13 +26,28 @@ model's ``generate()`` on eager PyTorch float32; every other variant is
 Per variant it measures, greedy, with ``--new-tokens`` new tokens forced (``min_new_tokens`` equal
 to ``max_new_tokens``, so every run generates the same count) on chat-formatted prompts:
 
-* time to first token (prefill and the first token, from the call to ``generate()``) and decode
-  throughput (new tokens per second over the batch, the first token excluded), at batch 1 and at
-  batch ``--generation-batch`` (that many different prompts, left-padded), timed with a streamer;
+* decode time per step (the first token excluded; at batch 1 that is ms per token), as wall time
+  (``time.perf_counter``) and as CPU time of the variant's process (``time.process_time``: all its
+  threads, spinning ones included), and decode throughput (new tokens per second over the batch),
+  at batch 1 and at batch ``--generation-batch`` (that many different prompts, left-padded), timed
+  token by token with a streamer; time to first token on those chat prompts;
+* time to first token (wall and CPU) of a ``--prefill-tokens`` (128) token prompt at batch 1: plain
+  text (no chat template, no BOS), :data:`PREFILL_TEXT` tokenised and repeated to exactly that count;
 * the pipeline's greedy chat answer to "What is the capital of France?" (up to 64 new tokens,
   stopping at the end of the turn) and whether it names Paris;
 * token agreement with the reference: the share of generated tokens before the first one that
   differs from the reference's, averaged over the sequences, and the count of identical sequences.
+
+``--threads-list 1,2`` measures every variant at each thread count (one set of worker processes,
+one table each; exports are shared). Before each, the memory bandwidth is measured with as many
+threads (:func:`measure_bandwidth`), and the floor of each dtype class is computed: the bytes of
+weights one decode step reads (every parameter once; a tied embedding is read whole as the LM head,
+and its lookup row is not counted again) at 4 (float32), 2 (bfloat16), 1.0625 (int8, as Q8_0's 8.5
+bits) and 0.5625 (int4, as Q4_0's 4.5 bits) bytes a weight, over the read bandwidth. ``--anchors``
+adds other engines decoding the same model as variants of the same rounds (llama.cpp,
+onnxruntime-genai; see benchmarks/anchors.py), given the same token ids. The report
+(``generation.md``) has a markdown table per thread count: stock eager float32 first, then ours,
+then the anchors, then the floors.
 
 A variant whose ``pipeline()`` (or generation) raises for text-generation is skipped and listed;
 the reference's failure ends the run.
@@ -48,7 +63,8 @@ threads, torch's OpenMP pool) in another process. ``--same-process`` loads every
 one process instead, as earlier versions did, to see what co-loaded runtimes do to each other;
 the report's ``settings`` say which (``isolation``: ``process`` or ``none``). Medians are
 reported with min and max. Output: a table on the terminal, a JSON file and a PNG chart per
-workload (``bench.json``/``bench.png`` for classification, ``generation.json``/``generation.png``).
+workload (``bench.json``/``bench.png`` for classification, ``generation.json``/``generation.md``/
+``generation.png``).
 """
 
 from __future__ import annotations
@@ -74,6 +90,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 BENCH_DTYPES = ("float32", "bfloat16", "int8")
+#: Generation also measures int4 where a backend offers it (a variant whose pipeline() refuses it is skipped).
+GENERATION_DTYPES = (*BENCH_DTYPES, "int4")
 #: The reference every speed-up and agreement is measured against: stock ``transformers.pipeline``.
 STOCK = "transformers"
 #: ``bench.py --worker``: the process one variant lives in (see :func:`serve_worker`).
@@ -153,7 +171,7 @@ def tiny_workload(count: int, folder: Path) -> Workload:
     return Workload(classifier, embedder, sentences, labels, {0: "NEGATIVE", 1: "POSITIVE"})
 
 
-def variants_for(backends: Sequence[str] | None) -> list[Variant]:
+def variants_for(backends: Sequence[str] | None, dtypes: Sequence[str] = BENCH_DTYPES) -> list[Variant]:
     from acceleron import get_backend, list_backends
 
     names = (
@@ -164,7 +182,7 @@ def variants_for(backends: Sequence[str] | None) -> list[Variant]:
     variants = [Variant(STOCK, "float32")]
     for name in names:
         backend = get_backend(name)
-        variants += [Variant(backend.name, dtype) for dtype in BENCH_DTYPES if dtype in backend.dtypes]
+        variants += [Variant(backend.name, dtype) for dtype in dtypes if dtype in backend.dtypes]
     return variants
 
 
@@ -482,6 +500,15 @@ TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }} {{ message['content'] }}<|im_end|> "
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
 )
+#: The long prompt of the time-to-first-token figure: this plain text (no chat template), its token
+#: ids repeated until there are ``--prefill-tokens`` of them, cut there.
+PREFILL_TEXT = " ".join(GENERATION_PROMPTS)
+#: Bytes read per weight, per dtype class, for the bandwidth floor (int8: Q8_0's 8.5 bits a weight,
+#: int4: Q4_0's 4.5, both with their per-block scales).
+FLOOR_BYTES_PER_WEIGHT = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0625, "int4": 0.5625}
+#: Our dtypes are floor classes already; an anchor's dtype maps to one (anchors.ANCHOR_DTYPES).
+OUR_FLOOR_CLASS = {dtype: dtype for dtype in FLOOR_BYTES_PER_WEIGHT}
+ANCHOR_ENGINES = ("llama.cpp", "ort-genai", "ov-genai")
 
 
 def tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
@@ -532,16 +559,35 @@ def tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
 
 
 class _TokenClock:
-    """A streamer that only notes when ``generate()`` hands over the prompt and then each new token."""
+    """A streamer that notes, wall and process CPU time, when ``generate()`` hands over each new token.
+
+    ``generate()`` first hands over the prompt (not noted), then every new token; ``wall[0]`` and
+    ``cpu[0]`` are taken when the clock is made, just before the call.
+    """
 
     def __init__(self) -> None:
-        self.times: list[float] = []
+        self.wall: list[float] = [time.perf_counter()]
+        self.cpu: list[float] = [time.process_time()]
+        self.prompt_seen = False
 
     def put(self, value: Any) -> None:
-        self.times.append(time.perf_counter())
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
     def end(self) -> None:
         pass
+
+
+@dataclass
+class _Run:
+    """One greedy run, in any engine: wall and CPU time at the call and at each new token, the new ids."""
+
+    wall: list[float]
+    cpu: list[float]
+    ids: Any  # a (rows, new tokens) torch tensor
 
 
 def _chat_batch(tokenizer: Any, prompts: Sequence[str]) -> dict[str, Any]:
@@ -552,13 +598,30 @@ def _chat_batch(tokenizer: Any, prompts: Sequence[str]) -> dict[str, Any]:
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def _timed_generate(model: Any, inputs: dict[str, Any], new_tokens: int, pad_token_id: int) -> tuple[float, float, Any]:
-    """Greedy ``generate()`` of exactly ``new_tokens`` tokens: (time to first token s, decode tokens/s, new ids)."""
+def _rows(batch: dict[str, Any]) -> list[list[int]]:
+    """A left-padded batch's rows without their padding: the token ids every anchor is given."""
+    return [
+        [int(token) for token, keep in zip(ids, mask) if keep]
+        for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist())
+    ]
+
+
+def _prefill_prompt(tokenizer: Any, count: int) -> dict[str, Any]:
+    """Exactly ``count`` token ids of plain text (:data:`PREFILL_TEXT` repeated; no chat template, no BOS)."""
     import torch
 
-    clock = _TokenClock()
+    ids = tokenizer(PREFILL_TEXT, add_special_tokens=False)["input_ids"]
+    ids = (ids * (count // len(ids) + 1))[:count]
+    tensor = torch.tensor([ids])
+    return {"input_ids": tensor, "attention_mask": torch.ones_like(tensor)}
+
+
+def _hf_generate(model: Any, inputs: dict[str, Any], new_tokens: int, pad_token_id: int) -> _Run:
+    """Greedy ``generate()`` of exactly ``new_tokens`` tokens, timed token by token with a streamer."""
+    import torch
+
     with torch.inference_mode():
-        started = time.perf_counter()
+        clock = _TokenClock()
         output = model.generate(
             **inputs,
             do_sample=False,
@@ -567,15 +630,29 @@ def _timed_generate(model: Any, inputs: dict[str, Any], new_tokens: int, pad_tok
             pad_token_id=pad_token_id,
             streamer=clock,
         )
-    new_ids = output[:, inputs["input_ids"].shape[1] :]
-    # clock.times: the prompt, then one entry per new token.
-    if new_ids.shape[1] != new_tokens or len(clock.times) != new_tokens + 1:
+    return _Run(clock.wall, clock.cpu, output[:, inputs["input_ids"].shape[1] :])
+
+
+def _figures(run: _Run, new_tokens: int, rows: int) -> dict[str, float]:
+    """Time to first token, and the decode (first token excluded) per step, wall and CPU, and in tokens/s."""
+    if tuple(run.ids.shape) != (rows, new_tokens) or len(run.wall) != new_tokens + 1:
         raise RuntimeError(
-            f"expected {new_tokens} new tokens, got {new_ids.shape[1]} ({len(clock.times) - 1} streamed)"
+            f"expected {rows} x {new_tokens} new tokens, got {tuple(run.ids.shape)} ({len(run.wall) - 1} timed)"
         )
-    first_token_s = clock.times[1] - started
-    decode_tokens = new_ids.shape[0] * (new_tokens - 1)
-    return first_token_s, decode_tokens / (clock.times[-1] - clock.times[1]), new_ids
+    first = {
+        "first_token_ms": (run.wall[1] - run.wall[0]) * 1000,
+        "first_token_cpu_ms": (run.cpu[1] - run.cpu[0]) * 1000,
+    }
+    steps = new_tokens - 1
+    if not steps:
+        return first
+    decode_wall = run.wall[-1] - run.wall[1]
+    return {
+        **first,
+        "decode_ms_per_step": decode_wall * 1000 / steps,
+        "decode_cpu_ms_per_step": (run.cpu[-1] - run.cpu[1]) * 1000 / steps,
+        "decode_tokens_per_s": rows * steps / decode_wall,
+    }
 
 
 def _chat_answer(pipe: Any) -> str:
@@ -609,11 +686,60 @@ def _skipped(error: BaseException) -> Update:
     return {"results": {"skipped": f"{type(error).__name__}: {lines[0] if lines else ''}"}}
 
 
+def _anchors_module() -> Any:
+    """benchmarks/anchors.py (a script folder, not a package: imported from next to this file)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import anchors
+
+    return anchors
+
+
+def _end_ids(folder: Path) -> list[int]:
+    """The generation config's end-of-sequence ids: what ``min_new_tokens`` rules out until the count is reached."""
+    import transformers
+
+    end = transformers.GenerationConfig.from_pretrained(str(folder)).eos_token_id
+    return [] if end is None else [end] if isinstance(end, int) else list(end)
+
+
+def is_anchor(variant: Variant) -> bool:
+    return variant.backend in ANCHOR_ENGINES
+
+
+def floor_class(variant: Variant) -> str | None:
+    """The dtype class whose bandwidth floor the variant is compared to (None: no floor)."""
+    if is_anchor(variant):
+        found = _anchors_module().ANCHOR_DTYPES.get(variant.backend, {}).get(variant.dtype)
+        return str(found) if found else None
+    return OUR_FLOOR_CLASS.get(variant.dtype)
+
+
+def anchor_variants(engines: Sequence[str], gguf: Path | None) -> tuple[list[Variant], list[dict[str, str]]]:
+    """The anchor variants of ``--anchors`` (every dtype of each engine named), and those skipped at once.
+
+    An engine that cannot run here (its package is missing, the tiny model has no GGUF file) is
+    skipped without a worker process, its reason listed like any skipped variant's.
+    """
+    anchors = _anchors_module()
+    variants, skipped = [], []
+    for engine in engines:
+        reason = anchors.unavailable(engine, gguf)
+        for dtype in anchors.ANCHOR_DTYPES[engine]:
+            if reason is None:
+                variants.append(Variant(engine, dtype))
+            else:
+                skipped.append({"variant": f"{engine}/{dtype}", "reason": reason})
+    return variants, skipped
+
+
 @dataclass
 class GenerationJob:
     """Text generation: the steps of one variant, run in the process it lives in (see :class:`ClassificationJob`).
 
-    A variant whose ``pipeline()`` or warm-up generation raises is skipped; the reference never is.
+    A variant whose ``pipeline()`` (an anchor: its conversion or load) or warm-up generation raises
+    is skipped; the reference never is.
     """
 
     task: ClassVar[str] = "text-generation"
@@ -622,8 +748,19 @@ class GenerationJob:
     new_tokens: int
     sizes: list[int]
     cache_root: Path
+    prefill_tokens: int = 128
+    #: Anchors: where their converted models are cached, and the GGUF file llama.cpp starts from.
+    anchor_cache: Path | None = None
+    gguf: Path | None = None
 
     def setup(self, variant: Variant) -> Update:
+        if is_anchor(variant):
+            import torch
+            import transformers  # noqa: F401  (the tokenizer, and the tensors agreement is measured on)
+
+            torch.set_num_threads(self.threads)
+            _anchors_module().setup(variant.backend)
+            return {}
         return _setup(variant.backend, self.threads, [self.folder])
 
     def prepare(self, variant: Variant) -> Update:
@@ -632,11 +769,38 @@ class GenerationJob:
 
         from acceleron import pipeline
 
+        # The stock pipeline's tokenizer, loaded the same way in every variant's process: the same prompts for all.
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder))
+        tokenizer.padding_side = "left"
+        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        prompts = {size: _chat_batch(tokenizer, GENERATION_PROMPTS[:size]) for size in self.sizes}
+        prefill = _prefill_prompt(tokenizer, self.prefill_tokens)
+        timings: dict[str, float] = {}
         try:
             if variant.backend == STOCK:
                 load_s, variant.pipe = _timed(
                     transformers.pipeline, "text-generation", model=str(self.folder), device="cpu", dtype=torch.float32
                 )
+                runtime = _runtime(variant.pipe)
+            elif is_anchor(variant):
+                anchors = _anchors_module()
+                every_row = {token for batch in (*prompts.values(), prefill) for row in _rows(batch) for token in row}
+                free_id = next(i for i in range(len(tokenizer)) if i not in every_row)
+                load_s, variant.pipe = _timed(
+                    anchors.Anchor,
+                    variant.backend,
+                    variant.dtype,
+                    folder=self.folder,
+                    gguf=self.gguf,
+                    threads=self.threads,
+                    cache=self.anchor_cache or anchors.default_cache(),
+                    batch_sizes=self.sizes,
+                    pad_token_id=free_id,
+                    end_ids=_end_ids(self.folder),
+                )
+                load_s -= variant.pipe.convert_s
+                timings["convert_s"] = variant.pipe.convert_s
+                runtime = variant.pipe.runtime()
             else:
                 load_s, variant.pipe = _timed(
                     pipeline,
@@ -644,27 +808,43 @@ class GenerationJob:
                     str(self.folder),
                     **_acceleron_kwargs(variant, self.threads, self.cache_root),
                 )
-        except Exception as error:  # a backend without text-generation (yet), a missing extra
+                runtime = _runtime(variant.pipe)
+        except Exception as error:  # a backend without text-generation (yet), a missing extra or anchor package
             if variant.backend == STOCK:
                 raise
             return _skipped(error)
-        # The stock pipeline's tokenizer, loaded the same way in every variant's process: the same prompts for all.
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder))
-        tokenizer.padding_side = "left"
-        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        prompts = {size: _chat_batch(tokenizer, GENERATION_PROMPTS[:size]) for size in self.sizes}
-        variant.inputs = (prompts, pad_token_id)
-        return {"timings": {"cold_start_s": load_s}, "results": {"runtime": _runtime(variant.pipe)}}
+        variant.inputs = (prompts, prefill, pad_token_id, tokenizer)
+        return {"timings": {"cold_start_s": load_s, **timings}, "results": {"runtime": runtime}}
+
+    def _generate(self, variant: Variant, inputs: dict[str, Any], new_tokens: int, stop: int | None = None) -> _Run:
+        """Greedy generation of ``new_tokens`` tokens (``stop``: an anchor stops at that token, batch 1)."""
+        import torch
+
+        _, _, pad_token_id, _ = variant.inputs
+        if not is_anchor(variant):
+            return _hf_generate(variant.pipe.model, inputs, new_tokens, pad_token_id)
+        generated = variant.pipe.generate(_rows(inputs), new_tokens, stop)
+        return _Run(generated.wall, generated.cpu, torch.tensor(generated.ids))
+
+    def _chat_answer(self, variant: Variant) -> str:
+        if not is_anchor(variant):
+            return _chat_answer(variant.pipe)
+        _, _, _, tokenizer = variant.inputs
+        check = _chat_batch(tokenizer, [CHAT_CHECK_PROMPT])
+        run = self._generate(variant, check, CHAT_CHECK_NEW_TOKENS, stop=tokenizer.eos_token_id)
+        return str(tokenizer.decode(run.ids[0], skip_special_tokens=True))
 
     def outputs(self, variant: Variant) -> Update:
         """The warm-up: the tokens agreement is measured on, and the chat answer."""
-        prompts, pad_token_id = variant.inputs
+        prompts, prefill, _, _ = variant.inputs
         try:
-            results: dict[str, Any] = {
-                f"ids_b{size}": _timed_generate(variant.pipe.model, prompts[size], self.new_tokens, pad_token_id)[2]
-                for size in self.sizes
-            }
-            results["chat_answer"] = _chat_answer(variant.pipe)
+            results: dict[str, Any] = {}
+            for size in self.sizes:
+                run = self._generate(variant, prompts[size], self.new_tokens)
+                _figures(run, self.new_tokens, size)  # the count of new tokens is checked
+                results[f"ids_b{size}"] = run.ids
+            _figures(self._generate(variant, prefill, 1), 1, 1)
+            results["chat_answer"] = self._chat_answer(variant)
         except Exception as error:  # a backend whose generation fails is reported, not fatal
             if variant.backend == STOCK:
                 raise
@@ -672,13 +852,116 @@ class GenerationJob:
         return {"results": results}
 
     def time_round(self, variant: Variant) -> Update:
-        prompts, pad_token_id = variant.inputs
+        prompts, prefill, _, _ = variant.inputs
         timings = {}
         for size in self.sizes:
-            first_s, decode_rate, _ = _timed_generate(variant.pipe.model, prompts[size], self.new_tokens, pad_token_id)
-            timings[f"first_token_ms_b{size}"] = first_s * 1000
-            timings[f"decode_tokens_per_s_b{size}"] = decode_rate
+            figures = _figures(self._generate(variant, prompts[size], self.new_tokens), self.new_tokens, size)
+            timings.update({f"{name}_b{size}": value for name, value in figures.items()})
+        first = _figures(self._generate(variant, prefill, 1), 1, 1)
+        timings[f"first_token_ms_p{self.prefill_tokens}"] = first["first_token_ms"]
+        timings[f"first_token_cpu_ms_p{self.prefill_tokens}"] = first["first_token_cpu_ms"]
         return {"timings": timings}
+
+
+# ------------------------------------------------------------------------------ bandwidth and its floor
+
+
+def measure_bandwidth(threads: int, megabytes: int, repeats: int = 5) -> dict[str, Any]:
+    """DRAM bandwidth with ``threads`` threads, measured with numpy (its loops release the GIL).
+
+    Read: a ``megabytes`` float32 array (filled first, so its pages exist) is reduced, split in
+    ``threads`` equal parts reduced at once by as many Python threads, with two kernels: a sum
+    (``numpy.add.reduce``) and a maximum (``numpy.maximum.reduce``, SIMD in numpy, so the memory
+    rather than the adds sets its pace); read bandwidth = the array's bytes / the time of the faster.
+    Copy: half the array is copied into another array the same way (``numpy.copyto``); copy
+    bandwidth = bytes read + bytes written / the time. Each is the best of ``repeats`` runs (the
+    floor is what the memory can do). The floor uses the read bandwidth: decoding reads the weights.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    count = megabytes * (1 << 20) // 4
+    data = np.ones(count, dtype=np.float32)
+    source = data[: count // 2]
+    target = np.empty_like(source)
+    target.fill(0.0)
+    parts = np.array_split(data, threads)
+    copies = list(zip(np.array_split(target, threads), np.array_split(source, threads)))
+
+    def best(work: Callable[[], Any]) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    with ThreadPoolExecutor(threads) as pool:
+        sum_s = best(lambda: list(pool.map(np.add.reduce, parts)))
+        max_s = best(lambda: list(pool.map(np.maximum.reduce, parts)))
+        copy_s = best(lambda: list(pool.map(lambda pair: np.copyto(*pair), copies)))
+    return {
+        "threads": threads,
+        "read_gb_s": data.nbytes / min(sum_s, max_s) / 1e9,
+        "sum_gb_s": data.nbytes / sum_s / 1e9,
+        "max_gb_s": data.nbytes / max_s / 1e9,
+        "copy_gb_s": 2 * source.nbytes / copy_s / 1e9,
+        "array_mb": megabytes,
+        "method": f"numpy in {threads} Python thread(s): {megabytes} MiB float32 array read by a sum and by a max "
+        f"(the faster counts), half of it copied (read + write counted); best of {repeats}",
+    }
+
+
+def model_weights(folder: Path) -> dict[str, Any]:
+    """The parameters a decode step reads: every tensor of the checkpoint once (a tied LM head is the embedding).
+
+    Counted from the safetensors headers, without loading the weights. The embedding lookup reads
+    one row, but a tied LM head reads the whole matrix: it is counted once, as the LM head.
+    """
+    import struct
+
+    config = json.loads((folder / "config.json").read_text())
+    shapes: dict[str, list[int]] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        shapes.update({name: entry["shape"] for name, entry in header.items() if name != "__metadata__"})
+    tied = bool(config.get("tie_word_embeddings"))
+    if tied:
+        shapes.pop("lm_head.weight", None)
+    count = sum(_product(shape) for shape in shapes.values())
+    return {"parameters": count, "tied_embedding": tied}
+
+
+def _product(shape: Sequence[int]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
+
+
+def bandwidth_floor(parameters: int, bandwidth: dict[str, Any], sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """Per dtype class: weight bytes read per decode step / read bandwidth (KV cache and activations left out)."""
+    rows = []
+    for dtype, per_weight in FLOOR_BYTES_PER_WEIGHT.items():
+        step_bytes = parameters * per_weight
+        ms = step_bytes / (bandwidth["read_gb_s"] * 1e9) * 1000
+        rows.append(
+            {
+                "variant": f"floor/{dtype}",
+                "dtype": dtype,
+                "bytes_per_weight": per_weight,
+                "bytes_per_step": step_bytes,
+                "ms_per_step": ms,
+                **{f"tokens_per_s_b{size}": size * 1000 / ms for size in sizes},
+            }
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- the report
 
 
 def run_generation(
@@ -691,15 +974,24 @@ def run_generation(
     repeats: int,
     model_name: str = "SmolLM2-135M-Instruct",
     same_process: bool = False,
+    prefill_tokens: int = 128,
+    cache_root: Path | None = None,
+    anchor_cache: Path | None = None,
+    gguf: Path | None = None,
+    bandwidth: dict[str, Any] | None = None,
+    skipped_before: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    """Measures the variants (skipped ones are removed from ``variants`` and listed) and returns the report."""
+    """Measures the variants at one thread count (skipped ones are removed and listed) and returns the report."""
     sizes = sorted({1, batch})
     job = GenerationJob(
         folder=folder,
         threads=threads,
         new_tokens=new_tokens,
         sizes=sizes,
-        cache_root=Path(tempfile.mkdtemp(prefix="acceleron-bench-gen-cache-")),
+        cache_root=cache_root or Path(tempfile.mkdtemp(prefix="acceleron-bench-gen-cache-")),
+        prefill_tokens=prefill_tokens,
+        anchor_cache=anchor_cache,
+        gguf=gguf,
     )
     everyone = list(variants)
     measure(job, variants, repeats=repeats, same_process=same_process)
@@ -707,15 +999,28 @@ def run_generation(
         {"variant": variant.name, "reason": variant.results["skipped"]}
         for variant in everyone
         if "skipped" in variant.results
-    ]
+    ] + list(skipped_before)
     settings = {
         "threads": threads,
         "new_tokens": new_tokens,
         "batch_sizes": sizes,
+        "prefill_tokens": prefill_tokens,
         "repeats": repeats,
         "isolation": _isolation(same_process),
     }
-    return _summarise_generation(folder, variants, skipped, sizes=sizes, model_name=model_name, settings=settings)
+    report = _summarise_generation(folder, variants, skipped, sizes=sizes, model_name=model_name, settings=settings)
+    if bandwidth is not None:
+        weights = model_weights(folder)
+        report["bandwidth"] = bandwidth
+        report["weights"] = weights
+        report["floor"] = bandwidth_floor(weights["parameters"], bandwidth, sizes)
+        floors = {row["dtype"]: row["ms_per_step"] for row in report["floor"]}
+        for row, variant in zip(report["results"], variants):
+            floor = floors.get(floor_class(variant) or "")
+            if floor is not None:
+                row["floor_ms_per_step"] = floor
+                row["x_over_floor_b1"] = row["decode_ms_per_step_b1"]["median"] / floor
+    return report
 
 
 def _summarise_generation(
@@ -736,6 +1041,8 @@ def _summarise_generation(
             "variant": variant.name,
             "backend": variant.backend,
             "dtype": variant.dtype,
+            "kind": "stock" if variant.backend == STOCK else "anchor" if is_anchor(variant) else "ours",
+            "floor_class": floor_class(variant),
             "runtime": variant.results["runtime"],
             **stats,
             "chat_answer": answer,
@@ -755,88 +1062,137 @@ def _summarise_generation(
             "model": str(folder),
             "model_name": model_name,
             "prompts": list(GENERATION_PROMPTS[: max(sizes)]),
+            "prefill_prompt": f"{settings.get('prefill_tokens', 128)} token ids of plain text (no chat template, "
+            f"no BOS): {PREFILL_TEXT[:60]!r}... repeated, cut at the count",
             "default_backend": _default_backend("text-generation", folder),
         },
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "machine": _machine(),
         "versions": _versions(),
         "results": rows,
         "skipped": skipped,
     }
 
 
-def format_generation_table(report: dict[str, Any]) -> str:
-    sizes = report["settings"]["batch_sizes"]
-    header = f"{'variant':<18}"
-    for size in sizes:
-        header += f"{f'ttft{size} ms':>11}{f'tok/s b{size}':>11}{'x':>7}{f'agree b{size}':>10}"
-    header += f"{'load s':>8}  chat answer"
-    lines = [header, "-" * len(header)]
-    for row in report["results"]:
-        line = f"{row['variant']:<18}"
-        for size in sizes:
-            line += (
-                f"{row[f'first_token_ms_b{size}']['median']:>11.1f}"
-                f"{row[f'decode_tokens_per_s_b{size}']['median']:>11.1f}"
-                f"{row[f'decode_speedup_vs_stock_b{size}']:>6.2f}x"
-                f"{row[f'token_agreement_b{size}']:>10.1%}"
-            )
-        answer = " ".join(row["chat_answer"].split())
-        mark = "ok" if row["names_paris"] else "NO PARIS"
-        line += f"{row['cold_start_s']['median']:>8.1f}  [{mark}] {answer[:60]!r}"
-        lines.append(line)
-    for entry in report["skipped"]:
-        lines.append(f"{entry['variant']:<18}skipped: {entry['reason'][:100]}")
+def _machine() -> dict[str, Any]:
+    """The platform, the CPU model name (from /proc/cpuinfo where there is one) and the CPU count."""
+    model = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    return {"platform": platform.platform(), "processor": model, "cpus": os.cpu_count()}
+
+
+def _cell(row: dict[str, Any], metric: str, scale: str = "{:.1f}") -> str:
+    return scale.format(row[metric]["median"]) if metric in row else "-"
+
+
+def format_generation_markdown(report: dict[str, Any]) -> str:
+    """One markdown table: stock eager float32 first, then ours, then anchors, then the bandwidth floor."""
     settings = report["settings"]
-    lines.append(
-        f"text-generation on {settings['model_name']}: greedy, {settings['new_tokens']} new tokens per row, "
-        f"batches {', '.join(map(str, sizes))} (left-padded chat prompts), {settings['threads']} threads, "
-        f"{settings['repeats']} interleaved rounds (medians), {_isolation_note(settings)}; "
-        "ttft = time to first token; tok/s = decode tokens/s "
-        "over the batch, first token excluded; x = decode tok/s / stock transformers generate() (eager float32); "
-        f"agree = greedy tokens matching the reference up to the first difference; default backend: "
-        f"{settings['default_backend']}"
-    )
+    sizes = settings["batch_sizes"]
+    big = max(sizes)
+    prefill = settings["prefill_tokens"]
+    threads = settings["threads"]
+    lines = [f"### {settings['model_name']}, {threads} thread{'s' if threads > 1 else ''}", ""]
+    header = ["variant", "dtype", "b1 ms/tok wall", "b1 ms/tok CPU"]
+    if big > 1:
+        header += [f"b{big} ms/step wall", f"b{big} ms/step CPU", f"b{big} tok/s"]
+    header += [f"TTFT-{prefill} ms", "x eager f32 (b1)", "x floor (b1)", "agree b1" + (f" / b{big}" if big > 1 else "")]
+    header += ["Paris", "load s"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = {"stock": 0, "ours": 1, "anchor": 2}
+    for row in sorted(report["results"], key=lambda r: order[r["kind"]]):
+        dtype = row["dtype"] if row["floor_class"] in (row["dtype"], None) else f"{row['dtype']} ({row['floor_class']})"
+        cells = [row["variant"], dtype, _cell(row, "decode_ms_per_step_b1"), _cell(row, "decode_cpu_ms_per_step_b1")]
+        if big > 1:
+            cells += [
+                _cell(row, f"decode_ms_per_step_b{big}"),
+                _cell(row, f"decode_cpu_ms_per_step_b{big}"),
+                _cell(row, f"decode_tokens_per_s_b{big}"),
+            ]
+        agree = f"{row['token_agreement_b1']:.0%}"
+        if big > 1:
+            agree += f" / {row[f'token_agreement_b{big}']:.0%}"
+        load = f"{row['cold_start_s']['median']:.1f}"
+        if "convert_s" in row:
+            load += f" (+{row['convert_s']['median']:.0f} convert)"
+        cells += [
+            _cell(row, f"first_token_ms_p{prefill}"),
+            f"{row['decode_speedup_vs_stock_b1']:.2f}x",
+            f"{row['x_over_floor_b1']:.1f}x" if "x_over_floor_b1" in row else "-",
+            agree,
+            "yes" if row["names_paris"] else "NO",
+            load,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    stock_ms = next(row for row in report["results"] if row["kind"] == "stock")["decode_ms_per_step_b1"]["median"]
+    for floor in report.get("floor", []):
+        cells = [f"floor/{floor['dtype']}", f"{floor['dtype']} ({floor['bytes_per_weight']:g} B/weight)"]
+        cells += [f"{floor['ms_per_step']:.1f}", "-"]
+        if big > 1:
+            cells += [f"{floor['ms_per_step']:.1f}", "-", f"{floor[f'tokens_per_s_b{big}']:.0f}"]
+        cells += ["-", f"{stock_ms / floor['ms_per_step']:.2f}x", "1.0x", "-", "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for entry in report["skipped"]:
+        lines.append(f"- skipped {entry['variant']}: {entry['reason'][:200]}")
+    for row in report["results"]:
+        answer = " ".join(row["chat_answer"].split())
+        lines.append(f"- chat answer of {row['variant']}: {answer[:100]!r}")
+    notes = [
+        f"greedy, {settings['new_tokens']} new tokens forced per row, chat prompts (batch {big}: "
+        f"{big} different prompts, left-padded; anchors get the same ids unpadded); "
+        f"{settings['repeats']} interleaved rounds (medians), {_isolation_note(settings)}",
+        "ms/tok, ms/step: decode only (first token excluded), per step of the batch; wall = time.perf_counter, "
+        "CPU = time.process_time of the variant's process (all its threads)",
+        f"TTFT-{prefill}: time to first token of one {prefill}-token plain-text prompt (no chat template), batch 1",
+        "x eager f32 = stock transformers decode ms/tok at b1 / this row's; x floor = this row's / its dtype's floor; "
+        "agree = greedy tokens equal to stock transformers' up to the first difference",
+    ]
+    if "bandwidth" in report:
+        bandwidth, weights = report["bandwidth"], report["weights"]
+        notes.append(
+            f"floor = {weights['parameters'] / 1e6:.1f}M weights (tied embedding counted once) x bytes/weight / "
+            f"read bandwidth {bandwidth['read_gb_s']:.1f} GB/s (copy {bandwidth['copy_gb_s']:.1f} GB/s; "
+            f"{bandwidth['method']})"
+        )
+    notes.append(f"default backend: {settings['default_backend']}; machine: {report['machine']['processor']}")
+    lines += [f"- {note}" for note in notes]
     return "\n".join(lines)
 
 
-def write_generation_chart(report: dict[str, Any], path: Path) -> None:
+def write_generation_chart(reports: Sequence[dict[str, Any]], path: Path) -> None:
+    """Decode ms per token at batch 1, per variant, one bar per thread count; the floors as dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["results"]
-    sizes = report["settings"]["batch_sizes"]
-    names = [row["variant"] for row in rows]
-    width = 0.8 / len(sizes)
-    figure, axis = plt.subplots(figsize=(max(6.0, 1.3 * len(rows)), 4.8))
-    top = 1.0
-    for index, size in enumerate(sizes):
-        speedups = [row[f"decode_speedup_vs_stock_b{size}"] for row in rows]
-        top = max(top, *speedups)
-        positions = [i + (index - (len(sizes) - 1) / 2) * width for i in range(len(rows))]
-        bars = axis.bar(positions, speedups, width, label=f"batch {size}")
-        for bar, row in zip(bars, rows):
-            note = (
-                f"{row[f'decode_speedup_vs_stock_b{size}']:.2f}x\n{row[f'decode_tokens_per_s_b{size}']['median']:.0f}/s"
-            )
+    names: list[str] = []
+    for report in reports:
+        names += [row["variant"] for row in report["results"] if row["variant"] not in names]
+    width = 0.8 / len(reports)
+    figure, axis = plt.subplots(figsize=(max(7.0, 0.9 * len(names)), 5.0))
+    for index, report in enumerate(reports):
+        values = {row["variant"]: row["decode_ms_per_step_b1"]["median"] for row in report["results"]}
+        positions = [i + (index - (len(reports) - 1) / 2) * width for i, name in enumerate(names) if name in values]
+        heights = [values[name] for name in names if name in values]
+        threads = report["settings"]["threads"]
+        bars = axis.bar(positions, heights, width, label=f"{threads} thread{'s' if threads > 1 else ''}")
+        for bar, height in zip(bars, heights):
             axis.annotate(
-                note, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7
+                f"{height:.0f}", (bar.get_x() + bar.get_width() / 2, height), ha="center", va="bottom", fontsize=6
             )
-    axis.axhline(1.0, color="black", linewidth=0.8)
-    axis.set_xticks(
-        range(len(rows)), [f"{n}\n{'Paris' if r['names_paris'] else 'no Paris'}" for n, r in zip(names, rows)]
-    )
-    axis.set_ylabel("decode tokens/s vs stock transformers (eager float32)")
-    settings = report["settings"]
-    axis.set_title(
-        f"text-generation, {settings['model_name']}\ngreedy, {settings['new_tokens']} new tokens, "
-        f"{settings['threads']} threads",
-        fontsize=10,
-    )
-    axis.set_ylim(0, top * 1.35)
-    axis.legend(loc="upper left", fontsize=8)
-    plt.setp(axis.get_xticklabels(), rotation=20, ha="right", fontsize=8)
+        for floor in report.get("floor", []):
+            axis.axhline(floor["ms_per_step"], color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=0.7)
+    axis.set_xticks(range(len(names)), names)
+    axis.set_ylabel("decode ms per token, batch 1 (dashed: bandwidth floors)")
+    settings = reports[0]["settings"]
+    axis.set_title(f"text-generation, {settings['model_name']}, greedy, {settings['new_tokens']} new tokens")
+    axis.legend(loc="upper right", fontsize=8)
+    plt.setp(axis.get_xticklabels(), rotation=30, ha="right", fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -1036,11 +1392,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="generation: the larger batch (different prompts); batch 1 is always measured",
     )
     parser.add_argument(
+        "--threads-list",
+        help="generation: comma-separated thread counts, one table each (default: --threads)",
+    )
+    parser.add_argument(
+        "--prefill-tokens", type=int, default=128, help="generation: the long prompt of the TTFT figure, in tokens"
+    )
+    parser.add_argument(
+        "--anchors",
+        default="",
+        help="generation: comma-separated anchor engines measured in the same rounds "
+        f"({', '.join(ANCHOR_ENGINES)}, or all; see benchmarks/anchors.py); default none",
+    )
+    parser.add_argument("--anchor-cache", type=Path, help="generation: where anchors' converted models are cached")
+    parser.add_argument(
+        "--dtypes",
+        help=f"generation: comma-separated dtypes of our backends (default: {','.join(GENERATION_DTYPES)})",
+    )
+    parser.add_argument(
+        "--export-cache",
+        type=Path,
+        help="generation: our backends' export cache (default: a new empty folder, so load s is a cold start)",
+    )
+    parser.add_argument(
+        "--bandwidth-mb",
+        type=int,
+        help="generation: the array the memory bandwidth is measured on, MiB (default 1024; --tiny: 32)",
+    )
+    parser.add_argument(
         "--same-process",
         action="store_true",
         help="load every variant in this one process (default: each variant in a worker process of its own)",
     )
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     counts = (args.sentences, args.batch_size, args.repeats, args.threads, args.latency_calls, args.generation_batch)
     if min(counts) < 1:
         parser.error("counts must be positive")
@@ -1048,6 +1433,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--new-tokens must be at least 2 (decode throughput excludes the first token)")
     if args.generation_batch > len(GENERATION_PROMPTS):
         parser.error(f"--generation-batch is at most {len(GENERATION_PROMPTS)} (one prompt per row)")
+    try:
+        args.threads_list = [int(n) for n in args.threads_list.split(",")] if args.threads_list else [args.threads]
+    except ValueError:
+        parser.error("--threads-list takes comma-separated integers")
+    if min(args.threads_list) < 1 or args.prefill_tokens < 1:
+        parser.error("thread counts and --prefill-tokens must be positive")
+    anchors = [name for name in args.anchors.split(",") if name]
+    args.anchors = list(ANCHOR_ENGINES) if anchors == ["all"] else anchors
+    unknown = sorted(set(args.anchors) - set(ANCHOR_ENGINES))
+    if unknown:
+        parser.error(f"unknown anchors {unknown}; known: {', '.join(ANCHOR_ENGINES)}, all")
+    if args.bandwidth_mb is None:
+        args.bandwidth_mb = 32 if args.tiny else 1024
 
     backends = args.backends.split(",") if args.backends else None
     args.out.mkdir(parents=True, exist_ok=True)
@@ -1080,26 +1478,63 @@ def _installed_backends() -> list[str]:
 
 
 def _generation_main(args: argparse.Namespace, backends: list[str] | None) -> None:
+    """The generation workload at every thread count of ``--threads-list``: one set of workers, one table each."""
+    gguf = None
     if args.tiny:
         folder = tiny_causal_lm(Path(tempfile.mkdtemp(prefix="acceleron-bench-tiny-lm-")))
     else:
         from acceleron.testing import assets
 
         folder = assets.smollm2_path()
-    report = run_generation(
-        folder,
-        variants_for(backends),
-        threads=args.threads,
-        new_tokens=args.new_tokens,
-        batch=args.generation_batch,
-        repeats=args.repeats,
-        model_name="tiny random Llama" if args.tiny else "SmolLM2-135M-Instruct",
-        same_process=args.same_process,
-    )
+        if "llama.cpp" in args.anchors:
+            gguf = assets.smollm2_gguf()
+    # Exports are shared by the thread counts: only the first count's load is a cold start.
+    cache_root = args.export_cache or Path(tempfile.mkdtemp(prefix="acceleron-bench-gen-cache-"))
+    dtypes = args.dtypes.split(",") if args.dtypes else GENERATION_DTYPES
+    reports = []
+    for threads in args.threads_list:
+        print(f"measuring memory bandwidth with {threads} thread(s) ...", file=sys.stderr, flush=True)
+        bandwidth = measure_bandwidth(threads, args.bandwidth_mb)
+        anchors, skipped = anchor_variants(args.anchors, gguf)
+        variants = variants_for(backends, dtypes) + anchors
+        reports.append(
+            run_generation(
+                folder,
+                variants,
+                threads=threads,
+                new_tokens=args.new_tokens,
+                batch=args.generation_batch,
+                repeats=args.repeats,
+                model_name="tiny random Llama" if args.tiny else "SmolLM2-135M-Instruct",
+                same_process=args.same_process,
+                prefill_tokens=args.prefill_tokens,
+                cache_root=cache_root,
+                anchor_cache=args.anchor_cache,
+                gguf=gguf,
+                bandwidth=bandwidth,
+                skipped_before=skipped,
+            )
+        )
+        _write_generation(args, reports)  # after each thread count: a long run leaves what it measured so far
+    print(format_generation_markdown_all(reports))
+    print(f"\nwrote {args.out / 'generation.json'}, {args.out / 'generation.md'} and {args.out / 'generation.png'}")
+
+
+def format_generation_markdown_all(reports: Sequence[dict[str, Any]]) -> str:
+    return "\n\n".join(format_generation_markdown(run) for run in reports)
+
+
+def _write_generation(args: argparse.Namespace, reports: list[dict[str, Any]]) -> None:
+    report = {
+        "workload": "text-generation",
+        "threads_list": args.threads_list,
+        "anchors": args.anchors,
+        "command": "bench.py " + " ".join(args.argv),
+        "runs": reports,
+    }
     (args.out / "generation.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    write_generation_chart(report, args.out / "generation.png")
-    print(format_generation_table(report))
-    print(f"\nwrote {args.out / 'generation.json'} and {args.out / 'generation.png'}")
+    (args.out / "generation.md").write_text(format_generation_markdown_all(reports) + "\n")
+    write_generation_chart(reports, args.out / "generation.png")
 
 
 def _classification_main(args: argparse.Namespace, backends: list[str] | None) -> None:

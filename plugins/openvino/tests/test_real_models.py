@@ -218,14 +218,14 @@ def _ov_greedy(model: Any, tokenizer: Any, encoded: dict[str, Any], folder: Path
     return torch.cat(generated, dim=1)[0]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "auto", "int8"])
+@pytest.mark.parametrize("dtype", ["float32", "auto", "int8", "int4"])
 def test_smollm2_chat_answer_names_paris(
     smollm2: tuple[Any, Any, dict[str, Any]], smollm2_reference: Any, tmp_path: Path, dtype: str
 ) -> None:
     import torch
 
-    if dtype == "int8":
-        pytest.importorskip("nncf", reason="dtype='int8' needs the int8 extra (NNCF)")
+    if dtype in ("int8", "int4"):
+        pytest.importorskip("nncf", reason=f"dtype={dtype!r} needs the int8 extra (NNCF)")
     model, tokenizer, encoded = smollm2
     got = _ov_greedy(model, tokenizer, encoded, tmp_path / dtype, dtype=dtype)
     answer = tokenizer.decode(got, skip_special_tokens=True)

@@ -74,7 +74,8 @@ def expected(torch_model: Any, prompt: dict[str, torch.Tensor]) -> list[int]:
 @pytest.fixture(scope="module")
 def exports(torch_model: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     backend = get_backend("ort")
-    return {dtype: export(backend, torch_model, tmp_path_factory.mktemp(dtype), dtype) for dtype in ("float32", "int8")}
+    dtypes = ("float32", "int8", "int4")
+    return {dtype: export(backend, torch_model, tmp_path_factory.mktemp(dtype), dtype) for dtype in dtypes}
 
 
 def _answer(torch_model: Any, prompt: dict[str, torch.Tensor], path: Path) -> list[int]:
@@ -96,8 +97,9 @@ def test_float32_answer_is_token_identical_to_pytorch(
     assert "Paris" in tokenizer.decode(answer, skip_special_tokens=True)
 
 
-def test_int8_answer_names_paris(
-    torch_model: Any, tokenizer: Any, prompt: dict[str, torch.Tensor], exports: dict[str, Path]
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_weight_only_answer_names_paris(
+    torch_model: Any, tokenizer: Any, prompt: dict[str, torch.Tensor], exports: dict[str, Path], dtype: str
 ) -> None:
-    answer = tokenizer.decode(_answer(torch_model, prompt, exports["int8"]), skip_special_tokens=True)
-    assert "Paris" in answer, answer
+    answer = tokenizer.decode(_answer(torch_model, prompt, exports[dtype]), skip_special_tokens=True)
+    assert "Paris" in answer, f"{dtype}: {answer!r}"

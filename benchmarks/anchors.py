@@ -26,7 +26,10 @@ config are ruled out (llama.cpp: their logits set to minus infinity; onnxruntime
   the transformers folder; int4 and int8 are its weight-only MatMulNBits quantisation (block 32,
   symmetric) with the CPU default ``accuracy_level=4`` (int8 activations in the MatMuls). Batches are
   left-padded with a token that occurs in no prompt (the model's pad token is its end-of-turn
-  token, which the chat prompts contain).
+  token, which the chat prompts contain), set as its ``pad_token_id`` by a config overlay. Known
+  limit (0.18.0): a padded row's greedy tokens part from the same row decoded alone after about
+  ten tokens (the longest, unpadded row matches exactly), so its batch agreement is low while its
+  batch-1 tokens equal transformers'; its batch timings stand.
 * ``ov-genai`` (openvino-genai): see :func:`ov_genai_status`.
 
 Converted models are cached under ``--anchor-cache`` (default: next to the assets cache), keyed

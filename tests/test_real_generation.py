@@ -97,6 +97,12 @@ def test_float32_is_token_identical_and_thread_safe(smollm2: tuple[Any, Any, Any
         thread.join()
     for index, want in enumerate(expected):
         assert torch.equal(results[index], want), f"{backend}: thread {index} differs from its serial result"
+    # Loaded again (OpenVINO: from its compiled-model cache, which once ran a slice's int64 bound as -1):
+    # every position's logits, and the same tokens.
+    again = OptimizedModel.from_pretrained(folder, accelerator=backend, task="text-generation", dtype="float32")
+    ids = torch.arange(200, 328)[None]
+    assert again(input_ids=ids).logits.shape[1] == 128
+    assert torch.equal(again.generate(**jobs[1], **settings), expected[1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

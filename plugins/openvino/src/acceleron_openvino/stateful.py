@@ -126,7 +126,9 @@ def _slice_before_lm_head(model: openvino.Model, input_ids: openvino.Node) -> No
     zero = ops.constant(np.array([0], dtype=np.int64))
     # start = 0 when keep is 0 (every position), else max(length - keep, 0)
     start = ops.select(ops.equal(keep, zero), zero, ops.maximum(ops.subtract(length, keep), zero))
-    stop = ops.constant(np.array([np.iinfo(np.int64).max], dtype=np.int64))
+    # int32's maximum, not int64's: the CPU plugin may run this slice in int32, where int64's maximum
+    # wraps to -1 and the last position would be dropped (seen on SmolLM2-135M, not on tiny models).
+    stop = ops.constant(np.array([np.iinfo(np.int32).max], dtype=np.int64))
     sliced = ops.slice(hidden, start, stop, ops.constant([1]), ops.constant([1]))
     node.input(0).replace_source_output(sliced.output(0))
     model.add_parameters([keep])

@@ -155,10 +155,7 @@ class OpenVINOSession(Session):
             try:
                 results = request.infer(feed, share_inputs=True, share_outputs=True)
             except RuntimeError as error:
-                raise AcceleronError(
-                    f"OpenVINO inference on {self.device} failed for inputs "
-                    f"{ {name: tuple(array.shape) for name, array in feed.items()} }: {error_reason(error)}"
-                ) from error
+                raise self._inference_error(feed, error) from error
             # The arrays alias the request's buffers, which the next call on it overwrites: copy
             # before giving the request back (this is the only copy of the outputs).
             # Only a padded batch is cut back: a graph with several batch axes (CLIP's text and image
@@ -167,6 +164,10 @@ class OpenVINOSession(Session):
                 name: torch.from_numpy((results[index] if rows is None else results[index][:rows]).copy())
                 for index, name in enumerate(self.output_names)
             }
+
+    def _inference_error(self, feed: Mapping[str, np.ndarray], error: RuntimeError) -> AcceleronError:
+        shapes = {name: tuple(array.shape) for name, array in feed.items()}
+        return AcceleronError(f"OpenVINO inference on {self.device} failed for inputs {shapes}: {error_reason(error)}")
 
     def _forward_flat_on_state(
         self, feed: dict[str, np.ndarray], inputs: Mapping[str, torch.Tensor]
@@ -185,10 +186,7 @@ class OpenVINOSession(Session):
                 write_states(request, past)
                 results = request.infer(feed, share_inputs=True, share_outputs=True)
             except RuntimeError as error:
-                raise AcceleronError(
-                    f"OpenVINO inference on {self.device} failed for inputs "
-                    f"{ {name: tuple(array.shape) for name, array in feed.items()} }: {error_reason(error)}"
-                ) from error
+                raise self._inference_error(feed, error) from error
             outputs = {name: torch.from_numpy(results[index].copy()) for index, name in enumerate(self.graph_outputs)}
             present = read_states(request, self.past_names)
         for name, value in present.items():

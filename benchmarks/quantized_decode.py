@@ -32,16 +32,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-PROMPTS = (
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain in two sentences why the sky is blue.",
-    "Give me three tips for learning a new language.",
-    "What is the difference between a virus and a bacterium?",
-    "Summarise the plot of Romeo and Juliet in one paragraph.",
-    "How do I reverse a list in Python?",
-    "Suggest a name for a friendly robot and say why you chose it.",
-)
+# The bench's own generation prompts (this script sits next to bench.py, whose imports are the standard library).
+from bench import GENERATION_PROMPTS as PROMPTS
+
 NEW_TOKENS = 64
 
 

@@ -19,7 +19,6 @@ Importing this module imports torch and transformers; the core imports it only f
 
 from __future__ import annotations
 
-import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -126,7 +125,6 @@ class RuntimeCache(Cache):
         self.state = state
         #: The session the state belongs to: a cache is only continued on the session that made it.
         self.owner = owner
-        self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, state.close)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:

@@ -221,3 +221,24 @@ def test_logits_to_keep_keeps_only_the_last_positions(llama_folder: Path) -> Non
     last = model(input_ids=ids, logits_to_keep=1).logits
     assert last.shape == (1, 1, full.shape[-1])
     assert torch.allclose(last, full[:, -1:], atol=1e-5)
+
+
+def test_a_runtime_cache_is_refused_where_it_does_not_fit(llama_folder: Path, tmp_path: Path) -> None:
+    """A cache continued with the wrong mask, another batch or on another model gets a clear error."""
+    from acceleron.errors import InvalidInputError
+
+    def load(name: str) -> Any:
+        return OptimizedModel.from_pretrained(
+            llama_folder, accelerator="torch", task="text-generation", export_cache=ExportCache(tmp_path / name)
+        )
+
+    model, other = load("one"), load("two")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    cache = model(input_ids=ids).past_key_values
+    with pytest.raises(InvalidInputError, match="attention_mask has shape"):
+        model(input_ids=ids[:, :1], attention_mask=torch.ones(1, 3, dtype=torch.long), past_key_values=cache)
+    with pytest.raises(InvalidInputError, match="holds 1 rows, the inputs have 2"):
+        model(input_ids=torch.tensor([[9], [9]]), past_key_values=cache)
+    with pytest.raises(InvalidInputError, match="another model"):
+        other(input_ids=ids[:, :1], past_key_values=cache)
+    assert cache.get_seq_length() == 4  # the refused calls left it as it was

@@ -61,6 +61,19 @@ def test_an_absurd_thread_count_is_refused_before_anything_is_exported(tiny_clas
     assert not cache.exists()
 
 
+def test_num_threads_as_a_pipeline_keyword_reaches_the_backend(tiny_classifier: Path, tmp_path: Path) -> None:
+    # It used to fall through to the pipeline's call arguments and fail at the first call.
+    cache = {"export_cache": str(tmp_path / "cache")}
+    classifier = pipeline(
+        "text-classification", str(tiny_classifier), accelerator="torch", num_threads=1, model_kwargs=cache
+    )
+    assert classifier.model.session.describe()["num_threads"] == 1
+    assert classifier("fine")[0]["label"]
+    both = {"accelerator_options": {"num_threads": 1}, "num_threads": 1}
+    agreeing = pipeline("text-classification", str(tiny_classifier), accelerator="torch", model_kwargs=cache, **both)
+    assert agreeing.model.session.describe()["num_threads"] == 1
+
+
 # ---- construction: pipeline() and OptimizedModel.from_pretrained --------------------------------
 
 
@@ -90,6 +103,8 @@ PIPELINE_CASES: list[tuple[str, dict[str, Any], type[Exception]]] = [
     ("zero threads", {"accelerator_options": {"num_threads": 0}}, InvalidOptionError),
     ("threads as text", {"accelerator_options": {"num_threads": "2"}}, InvalidOptionError),
     ("absurd threads", {"accelerator_options": {"num_threads": 10**9}}, InvalidOptionError),
+    ("zero threads as a keyword", {"num_threads": 0}, InvalidOptionError),
+    ("threads twice, disagreeing", {"num_threads": 1, "accelerator_options": {"num_threads": 2}}, InvalidOptionError),
     ("a GPU that is not there", {"device": "cuda:7"}, InvalidOptionError),
     ("a GPU index that is not there", {"device": 7}, InvalidOptionError),
     ("a device torch does not know", {"device": "warp:0"}, InvalidOptionError),

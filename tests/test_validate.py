@@ -11,7 +11,7 @@ import torch
 from acceleron.errors import ValidationError
 from acceleron.plugins import PluginManager
 from acceleron.tasks import get_task
-from acceleron.validate import compare_outputs
+from acceleron.validate import OutputReport, ValidationReport, compare_outputs
 
 Install = Callable[..., PluginManager]
 CLASSIFY = get_task("text-classification")
@@ -31,6 +31,23 @@ def test_a_difference_beyond_tolerance_fails() -> None:
     assert "FAILED" in report.summary()
     with pytest.raises(ValidationError, match="max\\|diff\\| 1.00e-03"):
         report.raise_if_failed()
+
+
+def test_the_summary_folds_a_passing_cache_family_and_names_a_failing_member() -> None:
+    def cache(diff: float, bad: str = "") -> list[OutputReport]:
+        return [
+            OutputReport(f"decode.present.{layer}.{kind}", [1], [1], diff * (layer + 1), not (bad and layer == 2))
+            for layer in range(3)
+            for kind in ("key", "value")
+        ]
+
+    logits = OutputReport("decode.logits", [1, 2], [1, 2], 1e-5, True, argmax_agreement=1.0)
+    folded = ValidationReport(True, "float32", 1e-4, 1e-4, [logits, *cache(1e-6)]).summary()
+    assert "decode.present.* (6): max|diff| 3.00e-06 (decode.present.2.key)" in folded
+    assert "decode.logits: max|diff| 1.00e-05, argmax agreement 100.0%" in folded
+    assert "present.0" not in folded
+    failing = ValidationReport(False, "float32", 1e-4, 1e-4, [logits, *cache(1e-6, bad="yes")]).summary()
+    assert "FAILED" in failing and "decode.present.0.key" in failing and "decode.present.2.value" in failing
 
 
 def test_a_difference_within_tolerance_passes() -> None:

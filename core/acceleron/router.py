@@ -132,6 +132,7 @@ def pipeline(
     accelerator: str | Backend | None = None,
     export: bool | None = None,
     accelerator_options: Mapping[str, Any] | None = None,
+    num_threads: int | None = None,
     length_sorted: bool = True,
     **kwargs: Any,
 ) -> Pipeline:
@@ -144,6 +145,8 @@ def pipeline(
         installed backend that supports the task.
     :param export: see :meth:`OptimizedModel.from_pretrained`.
     :param accelerator_options: backend options (``num_threads`` and backend-specific ones).
+    :param num_threads: threads the backend computes with (None: the runtime's default); the same as
+        ``accelerator_options={"num_threads": n}``.
     :param length_sorted: batch lists of sentences by length (same results, less padding), for the
         tasks in :data:`acceleron.fast_pipelines.FAST_PIPELINES`; False gives the stock class.
 
@@ -194,6 +197,13 @@ def pipeline(
             f"got {type(accelerator_options).__name__} {accelerator_options!r}"
         )
     options: dict[str, Any] = dict(accelerator_options or {})
+    if num_threads is not None:
+        if options.get("num_threads", num_threads) != num_threads:
+            raise InvalidOptionError(
+                f"num_threads={num_threads!r} and accelerator_options num_threads={options['num_threads']!r} "
+                "disagree: give it once."
+            )
+        options["num_threads"] = num_threads
     model_dtype = load_kwargs.pop("dtype", None) or load_kwargs.pop("torch_dtype", None)
     if model_dtype is not None and dtype == "auto":
         dtype = model_dtype

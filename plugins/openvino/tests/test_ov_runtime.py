@@ -161,9 +161,11 @@ def test_int4_compresses_the_weights_and_its_ir_stays_int4(tiny_classifier: Path
 
 def test_compressed_weights_compile_with_dynamic_quantisation_on_the_cpu() -> None:
     backend = OpenVINOBackend()
-    for dtype in ("int8", "int4"):
-        assert backend.parse_options({"dtype": dtype}).compile_config(None)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 32
+    for dtype, group in (("int8", 128), ("int4", 32)):
+        assert backend.parse_options({"dtype": dtype}).compile_config(None)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == group
     assert "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in backend.parse_options({"dtype": "float32"}).compile_config("f32")
+    # a compressed IR loaded without asking for its dtype gets its own group size
+    assert backend.parse_options({}).compile_config(None, "int8")["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 128
     off = backend.parse_options({"dtype": "int4", "ov_config": {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}})
     assert off.compile_config(None)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == 0
 

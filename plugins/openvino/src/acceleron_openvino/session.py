@@ -308,7 +308,7 @@ def load_session(artifact: Path, task: TaskSpec, options: OpenVINOOptions) -> Op
         )
         logger.warning("acceleron[ov]: %s", message)
         notes.append(message)
-    config = options.compile_config(hint)
+    config = options.compile_config(hint, compressed)
     if is_stateful(model) and options.is_cpu and "KV_CACHE_PRECISION" not in config:
         # Set, not left to the plugin: a model's runtime info can silently choose a lower precision for it.
         config["KV_CACHE_PRECISION"] = hint or PRECISION_HINTS.get(default_precision(options.device), "f32")

@@ -185,6 +185,10 @@ class Session(ABC):
 
     #: The torch dtype name floating inputs must have (pipelines cast pixel values to it).
     input_dtype: str = "float32"
+    #: Whether the forward computes with torch's threads in the calling thread (torch, IPEX). False
+    #: (a runtime with its own threads) lets ``generate()`` run its own small torch operations on one
+    #: thread, out of the runtime's way (:mod:`acceleron.threads`). True, the default, changes nothing.
+    computes_with_torch: bool = True
 
     def __init__(self, *, input_names: Sequence[str], output_names: Sequence[str], options: Options) -> None:
         self.input_names = tuple(input_names)

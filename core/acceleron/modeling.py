@@ -9,6 +9,7 @@ post-process it unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -31,6 +32,7 @@ from acceleron.errors import AcceleronError, ArtifactNotFoundError, InferenceErr
 from acceleron.loading import LoadedParts, load_parts
 from acceleron.sources import check_inside, copy_preprocessor_files, offline
 from acceleron.tasks import CausalLM, Seq2SeqLM, TaskKind, TaskSpec
+from acceleron.threads import serial_torch_ops
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -65,6 +67,13 @@ class OptimizedModel:
         self.main_input_name = {"text": "input_ids", "image": "pixel_values"}.get(
             parts.task.modality, self.session.input_names[0] if self.session.input_names else "input_values"
         )
+
+    def _generation_threads(self) -> contextlib.AbstractContextManager[None]:
+        """Where ``generate()``'s own torch work runs: on one thread when no graph computes with torch's
+        threads (the runtime has its own: :mod:`acceleron.threads`), else as it is."""
+        if any(session.computes_with_torch for session in self.sessions.values()):
+            return contextlib.nullcontext()
+        return serial_torch_ops()
 
     # ---- loading ----
 
@@ -354,6 +363,12 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
     def can_generate(cls) -> bool:
         return True
 
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """transformers' ``generate()``; its per-token torch work (argmax, sampling, logits processors,
+        stop checks) runs on one thread when the backend computes on its own (:mod:`acceleron.threads`)."""
+        with self._generation_threads():
+            return super().generate(*args, **kwargs)  # type: ignore[misc]
+
     def get_experts_implementation(self) -> dict[str, str]:
         """No mixture-of-experts kernels to switch: the backend runs the whole graph."""
         return {}
@@ -597,6 +612,12 @@ class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
     @classmethod
     def can_generate(cls) -> bool:
         return True
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """transformers' ``generate()``; its per-token torch work (argmax, sampling, logits processors,
+        stop checks) runs on one thread when the backend computes on its own (:mod:`acceleron.threads`)."""
+        with self._generation_threads():
+            return super().generate(*args, **kwargs)  # type: ignore[misc]
 
     @property
     def cache_dtype(self) -> torch.dtype:

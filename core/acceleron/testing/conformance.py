@@ -658,6 +658,35 @@ class BackendConformance:
             assert torch.equal(beams, expected), "beam search differs from PyTorch float32"
             assert torch.equal(assisted, plain), "assisted (prompt lookup) decoding differs from greedy"
 
+    def test_generation_keeps_its_torch_work_off_the_runtime_threads(self, causal_lms: Any) -> None:
+        """A backend computing on its own threads gets generate()'s per-token torch work on one thread;
+        one computing with torch's threads keeps them (``Session.computes_with_torch``)."""
+        import torch
+        import transformers
+
+        from acceleron.threads import _openmp
+
+        _, model, tokenizer = self._generation_model(causal_lms)
+        seen: list[int] = []
+
+        class Record(transformers.LogitsProcessor):
+            def __call__(self, input_ids: Any, scores: Any) -> Any:
+                seen.append(torch.get_num_threads())
+                return scores
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            inputs = tokenizer(["the movie was"], return_tensors="pt")
+            processors = transformers.LogitsProcessorList([Record()])
+            model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, logits_processor=processors)
+            after = torch.get_num_threads()
+        finally:
+            torch.set_num_threads(before)
+        own_threads = not any(session.computes_with_torch for session in model.sessions.values())
+        assert seen == [1 if own_threads and _openmp() is not None else 2] * 3
+        assert after == 2
+
     def test_generation_stop_strings_and_streaming(self, causal_lms: Any) -> None:
         import transformers
 

@@ -99,6 +99,8 @@ class RequestPool:
 class OpenVINOSession(Session):
     """A compiled model, its infer requests and how it was made; returns every graph output by name."""
 
+    computes_with_torch = False  # its own thread pool: generate()'s torch work stays on one thread
+
     options: OpenVINOOptions
 
     def __init__(

@@ -110,6 +110,8 @@ def execution_providers(options: OrtOptions) -> tuple[list[str], list[dict[str, 
 class OrtSession(Session):
     """An inference session; runs the inputs its graph declares and returns every graph output by name."""
 
+    computes_with_torch = False  # its own thread pool: generate()'s torch work stays on one thread
+
     def __init__(
         self, session: ort.InferenceSession, path: Path, options: OrtOptions, output_names: Sequence[str]
     ) -> None:

@@ -68,13 +68,6 @@ class OptimizedModel:
             parts.task.modality, self.session.input_names[0] if self.session.input_names else "input_values"
         )
 
-    def _generation_threads(self) -> contextlib.AbstractContextManager[None]:
-        """Where ``generate()``'s own torch work runs: on one thread when no graph computes with torch's
-        threads (the runtime has its own: :mod:`acceleron.threads`), else as it is."""
-        if any(session.computes_with_torch for session in self.sessions.values()):
-            return contextlib.nullcontext()
-        return serial_torch_ops()
-
     # ---- loading ----
 
     @classmethod
@@ -327,7 +320,20 @@ class OptimizedModel:
             )
 
 
-class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
+class _OffRuntimeThreads:
+    """``generate()`` for the generating models: transformers' own, with its per-token torch work (argmax,
+    sampling, logits processors, stop checks) on one thread when no graph computes with torch's threads
+    (the runtime has its own: :mod:`acceleron.threads`)."""
+
+    sessions: dict[str, Session]
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        own_threads = not any(session.computes_with_torch for session in self.sessions.values())
+        with serial_torch_ops() if own_threads else contextlib.nullcontext():
+            return super().generate(*args, **kwargs)  # type: ignore[misc]
+
+
+class CausalLMModel(_OffRuntimeThreads, OptimizedModel, GenerationMixin):  # type: ignore[misc]
     """A causal LM on a backend: ``generate()`` and text-generation pipelines work.
 
     Each generation's KV cache is a :class:`~acceleron.decoding.DecodeState` the backend keeps where
@@ -362,12 +368,6 @@ class CausalLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
     @classmethod
     def can_generate(cls) -> bool:
         return True
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        """transformers' ``generate()``; its per-token torch work (argmax, sampling, logits processors,
-        stop checks) runs on one thread when the backend computes on its own (:mod:`acceleron.threads`)."""
-        with self._generation_threads():
-            return super().generate(*args, **kwargs)  # type: ignore[misc]
 
     def get_experts_implementation(self) -> dict[str, str]:
         """No mixture-of-experts kernels to switch: the backend runs the whole graph."""
@@ -559,7 +559,7 @@ class _WhisperShape:
         self.encoder.conv2.stride = (2,)
 
 
-class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
+class Seq2SeqLMModel(_OffRuntimeThreads, OptimizedModel, GenerationMixin):  # type: ignore[misc]
     """An encoder-decoder on a backend (T5, BART, Marian, Whisper, VisionEncoderDecoder): ``generate()`` works.
 
     The encoder graph runs once per input and returns the decoder's cross-attention keys and values
@@ -612,12 +612,6 @@ class Seq2SeqLMModel(OptimizedModel, GenerationMixin):  # type: ignore[misc]
     @classmethod
     def can_generate(cls) -> bool:
         return True
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        """transformers' ``generate()``; its per-token torch work (argmax, sampling, logits processors,
-        stop checks) runs on one thread when the backend computes on its own (:mod:`acceleron.threads`)."""
-        with self._generation_threads():
-            return super().generate(*args, **kwargs)  # type: ignore[misc]
 
     @property
     def cache_dtype(self) -> torch.dtype:

@@ -659,33 +659,8 @@ class BackendConformance:
             assert torch.equal(assisted, plain), "assisted (prompt lookup) decoding differs from greedy"
 
     def test_generation_keeps_its_torch_work_off_the_runtime_threads(self, causal_lms: Any) -> None:
-        """A backend computing on its own threads gets generate()'s per-token torch work on one thread;
-        one computing with torch's threads keeps them (``Session.computes_with_torch``)."""
-        import torch
-        import transformers
-
-        from acceleron.threads import _openmp
-
         _, model, tokenizer = self._generation_model(causal_lms)
-        seen: list[int] = []
-
-        class Record(transformers.LogitsProcessor):
-            def __call__(self, input_ids: Any, scores: Any) -> Any:
-                seen.append(torch.get_num_threads())
-                return scores
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(2)
-        try:
-            inputs = tokenizer(["the movie was"], return_tensors="pt")
-            processors = transformers.LogitsProcessorList([Record()])
-            model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, logits_processor=processors)
-            after = torch.get_num_threads()
-        finally:
-            torch.set_num_threads(before)
-        own_threads = not any(session.computes_with_torch for session in model.sessions.values())
-        assert seen == [1 if own_threads and _openmp() is not None else 2] * 3
-        assert after == 2
+        _check_generate_threads(model, dict(tokenizer(["the movie was"], return_tensors="pt")))
 
     def test_generation_stop_strings_and_streaming(self, causal_lms: Any) -> None:
         import transformers
@@ -834,6 +809,14 @@ class BackendConformance:
             expected = _reference_pipeline(pipeline_task, reference, folder)(inputs, **settings)
             assert got == expected
 
+    def test_seq2seq_keeps_its_torch_work_off_the_runtime_threads(self, seq2seq_models: Any) -> None:
+        from acceleron.seq2seq import encoder_example
+
+        if not self.seq2seq_architectures:
+            pytest.skip("no encoder-decoder architectures in this suite")
+        _, _, model, reference = seq2seq_models(self.seq2seq_architectures[0])
+        _check_generate_threads(model, encoder_example(reference, batch_size=1, length=5, seed=0))
+
     def test_seq2seq_save_reload_and_threads(self, seq2seq_models: Any, tmp_path: Path) -> None:
         """A saved encoder-decoder reloads without exporting; four threads generating from one model at once give
         the serial results (token for token in float32: on OpenVINO's bfloat16 a tiny random model's near-tied
@@ -885,6 +868,34 @@ _SEQ2SEQ_CLASSES = {
     "whisper": "WhisperForConditionalGeneration",
     "vision-encoder-decoder": "VisionEncoderDecoderModel",
 }
+
+
+def _check_generate_threads(model: Any, inputs: dict[str, Any]) -> None:
+    """A backend computing on its own threads gets generate()'s per-token torch work on one thread; one
+    computing with torch's threads keeps them (``Session.computes_with_torch``, :mod:`acceleron.threads`)."""
+    import torch
+    import transformers
+
+    from acceleron.threads import _openmp
+
+    seen: list[int] = []
+
+    class Record(transformers.LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            seen.append(torch.get_num_threads())
+            return scores
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        processors = transformers.LogitsProcessorList([Record()])
+        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, logits_processor=processors)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    own_threads = not any(session.computes_with_torch for session in model.sessions.values())
+    assert seen == [1 if own_threads and _openmp() is not None else 2] * 3
+    assert after == 2
 
 
 def _seq2seq_pipeline_inputs(task: str) -> tuple[list[Any], dict[str, Any]]:

@@ -32,47 +32,18 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# The bench's own generation prompts (this script sits next to bench.py, whose imports are the standard library).
+# The bench's generation prompts, chat encoding and timed generate (this script sits next to bench.py, whose
+# imports are the standard library).
 from bench import GENERATION_PROMPTS as PROMPTS
+from bench import _chat_batch
+from bench import _hf_generate as hf_generate
 
 NEW_TOKENS = 64
 
 
-class Clock:
-    """A streamer noting wall and process CPU time at the prompt and at each new token."""
-
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    def put(self, value: Any) -> None:
-        self.wall.append(time.perf_counter())
-        self.cpu.append(time.process_time())
-
-    def end(self) -> None:
-        pass
-
-
-def chat(tokenizer: Any, prompt: str) -> dict[str, Any]:
-    encoded = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-
-
-def generate(model: Any, inputs: dict[str, Any], pad: int, clock: Clock | None = None) -> Any:
-    import torch
-
-    with torch.inference_mode():
-        output = model.generate(
-            **inputs,
-            do_sample=False,
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
-            pad_token_id=pad,
-            streamer=clock,
-        )
-    return output[:, inputs["input_ids"].shape[1] :]
+def generate(model: Any, inputs: dict[str, Any], pad: int) -> Any:
+    """The new ids of a greedy run of exactly ``NEW_TOKENS`` tokens (the bench's own timed generate)."""
+    return hf_generate(model, inputs, NEW_TOKENS, pad).ids
 
 
 def apply_recipe(backend: str, dtype: str, overrides: dict[str, str]) -> dict[str, Any]:
@@ -167,7 +138,7 @@ def main() -> None:
     folder = assets.smollm2_path()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompts = [chat(tokenizer, prompt) for prompt in PROMPTS]
+    prompts = [_chat_batch(tokenizer, [prompt]) for prompt in PROMPTS]
     cache_root = args.cache or Path(tempfile.mkdtemp(prefix="quantized-decode-"))
 
     references = []
@@ -201,11 +172,10 @@ def main() -> None:
 
     for index in range(args.rounds):
         for key, model in models.items():
-            clock = Clock()
-            generate(model, prompts[0], pad, clock)
-            steps = len(clock.wall) - 2
-            rows[key]["ms"].append((clock.wall[-1] - clock.wall[1]) / steps * 1000)
-            rows[key]["cpu_ms"].append((clock.cpu[-1] - clock.cpu[1]) / steps * 1000)
+            run = hf_generate(model, prompts[0], NEW_TOKENS, pad)  # wall[1] is the first new token
+            steps = len(run.wall) - 2
+            rows[key]["ms"].append((run.wall[-1] - run.wall[1]) / steps * 1000)
+            rows[key]["cpu_ms"].append((run.cpu[-1] - run.cpu[1]) / steps * 1000)
         print(f"round {index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
     print(f"{'variant':<28} {'thr':>3} {'ms/tok':>7} {'cpu ms':>7} {'prefix':>7} {'rows':>5} {'forced':>7}  answer")

@@ -216,7 +216,14 @@ def test_int8_export_is_its_own_cache_entry(float32_and_int8: tuple[Any, Any]) -
     assert float32.artifact.parent != int8.artifact.parent
     assert float32.artifact.parent.parent == int8.artifact.parent.parent
     # The manifest records the fields that shape the artifact, dtype as the one computed in ("auto" resolved).
-    recorded = {"dtype": "float32", "exporter": "torchscript", "opset": None, "attention": "eager", "optimize": False}
+    recorded = {
+        "dtype": "float32",
+        "exporter": "torchscript",
+        "opset": None,
+        "attention": "eager",
+        "optimize": False,
+        "decoder": "auto",
+    }
     assert float32.manifest["options"] == recorded
     assert int8.manifest["options"]["dtype"] == "int8"
     assert not QUANTIZED_OPS & _op_types(float32.artifact)

@@ -23,6 +23,10 @@ from acceleron.tasks import TASKS
 
 TASK = TASKS["text-generation"]
 FAMILIES = ("gpt2", "llama", "qwen2")
+#: (family, decoder option): GPT-2 is traced; Llama and Qwen2 are written fused by default, and Llama
+#: also traced, so both ways of writing a decoder stay checked against PyTorch.
+DECODERS = [("gpt2", "auto"), ("llama", "auto"), ("qwen2", "auto"), ("llama", "traced")]
+DECODER_IDS = ["gpt2", "llama-fused", "qwen2-fused", "llama-traced"]
 NEW_TOKENS = 64
 VOCAB = 100
 
@@ -65,23 +69,23 @@ def backend() -> Any:
 
 @pytest.fixture(scope="module")
 def exported(backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[Any, Path]]:
-    """``exported(family, dtype="float32")``: (the PyTorch model, its exported model.onnx), built once."""
-    built: dict[tuple[str, str], tuple[Any, Path]] = {}
+    """``exported(family, dtype="float32", decoder="auto")``: (the PyTorch model, its model.onnx), built once."""
+    built: dict[tuple[str, str, str], tuple[Any, Path]] = {}
 
-    def get(family: str, dtype: str = "float32") -> tuple[Any, Path]:
-        if (family, dtype) not in built:
+    def get(family: str, dtype: str = "float32", decoder: str = "auto") -> tuple[Any, Path]:
+        if (family, dtype, decoder) not in built:
             model = tiny_causal_lm(family)
-            folder = tmp_path_factory.mktemp(f"{family}-{dtype}")
-            built[(family, dtype)] = (model, export(backend, model, folder, dtype))
-        return built[(family, dtype)]
+            folder = tmp_path_factory.mktemp(f"{family}-{dtype}-{decoder}")
+            built[(family, dtype, decoder)] = (model, export(backend, model, folder, dtype, decoder=decoder))
+        return built[(family, dtype, decoder)]
 
     return get
 
 
-def export(backend: Any, model: Any, folder: Path, dtype: str) -> Path:
+def export(backend: Any, model: Any, folder: Path, dtype: str, **options: Any) -> Path:
     """The backend's export hook on the core's text-generation plan of ``model``."""
-    options = backend.parse_options({"dtype": dtype})
-    return Path(backend.export(backend.prepare_plan(TASK.plan(model), options), folder, options))
+    parsed = backend.parse_options({"dtype": dtype, **options})
+    return Path(backend.export(backend.prepare_plan(TASK.plan(model), parsed), folder, parsed))
 
 
 def load(backend: Any, path: Path, **options: Any) -> Any:
@@ -142,9 +146,9 @@ def test_text_generation_is_supported(backend: Any) -> None:
     assert "text-generation" in backend.supported_tasks()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_graph_takes_the_past_and_returns_the_present(backend: Any, exported: Any, family: str) -> None:
-    model, path = exported(family)
+@pytest.mark.parametrize(("family", "decoder"), DECODERS, ids=DECODER_IDS)
+def test_graph_takes_the_past_and_returns_the_present(backend: Any, exported: Any, family: str, decoder: str) -> None:
+    model, path = exported(family, decoder=decoder)
     layout = kv_cache.CacheLayout.from_config(model.config)
     session = _session(backend, path)
     graph_inputs = [node.name for node in session.session.get_inputs()]
@@ -156,9 +160,9 @@ def test_graph_takes_the_past_and_returns_the_present(backend: Any, exported: An
     assert list(session.output_names) == layout.output_names
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_prefill_and_decode_match_pytorch(backend: Any, exported: Any, family: str) -> None:
-    model, path = exported(family)
+@pytest.mark.parametrize(("family", "decoder"), DECODERS, ids=DECODER_IDS)
+def test_prefill_and_decode_match_pytorch(backend: Any, exported: Any, family: str, decoder: str) -> None:
+    model, path = exported(family, decoder=decoder)
     session = _session(backend, path)
     wrapper = kv_cache.FlatCacheCausalLM(model).eval()
     names = wrapper.layout.output_names
@@ -199,9 +203,9 @@ def test_outputs_are_onnxruntime_arrays_not_copies(backend: Any, exported: Any) 
 
 
 @pytest.mark.parametrize("batch", [1, 2], ids=["batch1", "batch2-left-padded"])
-@pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_64_tokens_match_pytorch(backend: Any, exported: Any, family: str, batch: int) -> None:
-    model, path = exported(family)
+@pytest.mark.parametrize(("family", "decoder"), DECODERS, ids=DECODER_IDS)
+def test_greedy_64_tokens_match_pytorch(backend: Any, exported: Any, family: str, decoder: str, batch: int) -> None:
+    model, path = exported(family, decoder=decoder)
     session = _session(backend, path)
     ids, mask = _prompts(batch)
     tokens, fed = greedy(session, model.config, ids, mask, NEW_TOKENS)
@@ -209,6 +213,74 @@ def test_greedy_64_tokens_match_pytorch(backend: Any, exported: Any, family: str
     assert torch.equal(tokens, reference(model, ids, mask, NEW_TOKENS))
     # A real cache: the prompt once, then one token a step (no recomputation of the prefix).
     assert fed == [ids.shape[1]] + [1] * (NEW_TOKENS - 1)
+
+
+def _op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_llama_family_decoders_are_written_with_fused_ops(backend: Any, exported: Any, family: str) -> None:
+    model, fused = exported(family)
+    layers = model.config.num_hidden_layers
+    counts = _op_counts(fused)
+    assert counts["GroupQueryAttention"] == layers
+    assert counts["RotaryEmbedding"] == 2 * layers
+    assert counts["SkipSimplifiedLayerNormalization"] == 2 * layers
+    assert counts["MatMul"] == 4 * layers + 1  # packed q/k/v, o, packed gate/up, down; the LM head
+    assert _session(backend, fused).metadata.get("decoder") == "fused"
+    traced = _op_counts(exported(family, decoder="traced")[1]) if family == "llama" else None
+    if traced is not None:
+        assert "GroupQueryAttention" not in traced
+        assert sum(counts.values()) * 3 < sum(traced.values())
+
+
+def test_other_decoders_are_traced(backend: Any, exported: Any) -> None:
+    _, path = exported("gpt2")
+    assert "GroupQueryAttention" not in _op_counts(path)
+    assert _session(backend, path).metadata.get("decoder") == "traced"
+
+
+def test_a_fused_decoder_is_refused_where_the_architecture_has_none(backend: Any, tmp_path: Path) -> None:
+    from acceleron.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=r"decoder='fused' cannot write this model: model type 'gpt2'"):
+        export(backend, tiny_causal_lm("gpt2"), tmp_path, "float32", decoder="fused")
+    with pytest.raises(InvalidOptionError, match="decoder"):
+        backend.parse_options({"decoder": "compiled"})
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"mlp_bias": True}, "a biased MLP"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+        ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}}, "rope type 'dynamic'"),
+    ],
+    ids=["mlp-bias", "gelu", "dynamic-rope"],
+)
+def test_llama_variants_the_fused_graph_cannot_express_are_traced(change: dict[str, Any], reason: str) -> None:
+    import transformers
+
+    from acceleron_ort.decoder_graph import unsupported_reason
+
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, **change
+    )
+    assert reason in (unsupported_reason(transformers.LlamaForCausalLM(config)) or "")
+    assert unsupported_reason(tiny_causal_lm("llama")) is None
+
+
+def test_int4_fused_decoder_quantises_every_projection(backend: Any, exported: Any) -> None:
+    model, path = exported("llama", "int4")
+    counts = _op_counts(path)
+    assert counts.get("MatMulNBits") == 4 * model.config.num_hidden_layers + 1
+    assert "MatMul" not in counts
 
 
 def test_two_threads_generate_what_they_generate_alone(backend: Any, exported: Any) -> None:
@@ -379,3 +451,43 @@ def test_pipeline_greedy_matches_transformers(family: str, tmp_path: Path) -> No
     with torch.inference_mode():
         expected_ids = model.generate(**encoded, max_new_tokens=NEW_TOKENS, do_sample=False)
     assert torch.equal(ours.model.generate(**encoded, max_new_tokens=NEW_TOKENS, do_sample=False), expected_ids)
+
+
+def test_fused_decoder_appends_in_one_growing_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fused decoder's generation: one buffer per layer, grown in place; greedy and beams as transformers."""
+    import transformers
+
+    import acceleron
+    from acceleron.decoding import RuntimeCache
+    from acceleron.testing import tiny_causal_lm
+    from acceleron_ort import decode
+
+    monkeypatch.setattr(decode, "INITIAL_CAPACITY", 4)  # the 2-token prompt grows it 4 -> 8 -> ... -> 128
+    folder = tiny_causal_lm("llama", tmp_path / "llama")
+    ours = acceleron.pipeline(
+        "text-generation", model=str(folder), accelerator="ort", accelerator_options={"num_threads": 1}
+    ).model
+    assert ours.session.metadata.get("decoder") == "fused"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, padding_side="left")
+    encoded = tokenizer(["hello world", "a b"], return_tensors="pt", padding=True)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    for settings in ({"do_sample": False}, {"do_sample": False, "num_beams": 3, "num_return_sequences": 2}):
+        with torch.inference_mode():
+            expected = reference.generate(**encoded, max_new_tokens=NEW_TOKENS, **settings)
+        assert torch.equal(ours.generate(**encoded, max_new_tokens=NEW_TOKENS, **settings), expected), settings
+
+    state = ours.session.start_decoding(kv_cache.CacheLayout.from_config(ours.config), 2)
+    assert isinstance(state, decode.SharedBufferDecode)
+    cache = RuntimeCache(state, ours.session)
+    with torch.inference_mode():
+        ours(**encoded, past_key_values=cache)
+    length, capacity = state.length, state.capacity
+    assert length == encoded["input_ids"].shape[1] and capacity >= length
+    grow = torch.ones(2, capacity - length + 1, dtype=torch.long)  # one position more than the buffer holds
+    with torch.inference_mode():
+        ours(input_ids=grow, attention_mask=torch.ones(2, capacity + 1, dtype=torch.long), past_key_values=cache)
+    assert (state.length, state.capacity) == (capacity + 1, 2 * capacity)
+    past = cache.to_flat()
+    assert past["past_key_values.0.key"].shape[2] == state.length
+    state.write(past)  # a round trip keeps the cache
+    assert torch.equal(cache.to_flat()["past_key_values.1.value"], past["past_key_values.1.value"])

@@ -1,5 +1,8 @@
 """The export hook: each graph of the core's plan to ONNX with ``torch.onnx.export`` (+ fusions, int8/int4).
 
+A Llama-family causal LM's decoder step is written from its weights instead (``decoder="auto"``,
+the default; :mod:`acceleron_ort.decoder_graph`), with the same inputs and outputs.
+
 Two exporters, chosen by the ``exporter`` option:
 
 * ``"torchscript"`` (the default): traces the model; one self-contained ``model.onnx`` file.
@@ -26,8 +29,10 @@ import onnx
 import torch
 
 from acceleron.backend import distribution_version
-from acceleron.errors import ExportError
-from acceleron_ort import fusion, quantize
+from acceleron.errors import ExportError, InvalidOptionError
+from acceleron.kv_cache import CacheLayout
+from acceleron.tasks import CausalLM
+from acceleron_ort import decoder_graph, fusion, quantize
 from acceleron_ort.artifacts import METADATA_PREFIX, external_data_files, external_locations
 
 if TYPE_CHECKING:
@@ -89,11 +94,15 @@ def export_plan(plan: ExportPlan, output_dir: Path, options: OrtOptions) -> Path
     for graph in plan.graphs:
         folder = output_dir / "float32" if quantized else output_dir
         folder.mkdir(parents=True, exist_ok=True)
-        path = torch_to_onnx(graph, folder / f"{graph.name}.onnx", exporter=options.exporter, opset=options.opset)
+        decoder = decoder_kind(plan, graph, options)
+        if decoder == "fused":
+            path = decoder_graph.build(plan.model, folder / f"{graph.name}.onnx")
+        else:
+            path = torch_to_onnx(graph, folder / f"{graph.name}.onnx", exporter=options.exporter, opset=options.opset)
         store_weights(path)
         fused = (
             fusion.fuse(path, plan.model.config, external_data=bool(external_data_files(path)))
-            if options.optimize
+            if options.optimize and decoder != "fused"
             else {}
         )
         if quantized:
@@ -105,7 +114,8 @@ def export_plan(plan: ExportPlan, output_dir: Path, options: OrtOptions) -> Path
         metadata = {
             "task": plan.task.name,
             "dtype": options.compute_dtype,
-            "exporter": options.exporter,
+            "exporter": "acceleron" if decoder == "fused" else options.exporter,
+            "decoder": decoder,
             "fused": ",".join(sorted(fused)),
             "torch": distribution_version("torch") or "",
         }
@@ -113,6 +123,25 @@ def export_plan(plan: ExportPlan, output_dir: Path, options: OrtOptions) -> Path
         check_onnx(path)
         paths.append(path)
     return paths[0]
+
+
+def decoder_kind(plan: ExportPlan, graph: GraphPlan, options: OrtOptions) -> str:
+    """How ``graph`` is written: ``"fused"`` (a causal LM's decoder step from its weights), ``"traced"``
+    (a causal LM's step through ``torch.onnx.export``) or ``""`` (any other graph: traced)."""
+    if not isinstance(plan.task.kind, CausalLM) or options.decoder == "traced":
+        return "traced" if isinstance(plan.task.kind, CausalLM) else ""
+    reason = decoder_graph.unsupported_reason(plan.model)
+    if reason is None and graph.input_names != CacheLayout.from_config(plan.model.config).input_names:
+        reason = f"the graph's inputs {graph.input_names[:4]}... are not the flat decoder protocol"
+    if reason is None:
+        return "fused"
+    if options.decoder == "fused":
+        raise InvalidOptionError(
+            f"decoder='fused' cannot write this model: {reason}. Use decoder='auto' (fused where possible) "
+            "or decoder='traced'."
+        )
+    logger.info("acceleron[ort]: tracing the decoder step (no fused graph: %s)", reason)
+    return "traced"
 
 
 def torch_to_onnx(graph: GraphPlan, path: Path, *, exporter: str, opset: int | None) -> Path:

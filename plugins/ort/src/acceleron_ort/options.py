@@ -8,14 +8,19 @@ Besides ``device`` (``"cpu"`` or ``"cuda[:N]"``), ``dtype`` (auto/float32/int8/i
 ``attention``          how attention is traced: ``"eager"`` (default: transformers' eager attention, matmuls
                        and softmax) or ``"model"`` (the model's own implementation, usually SDPA)
 ``optimize``           apply onnxruntime's transformer fusions offline (default False: not faster on CPU)
+``decoder``            how a causal LM's decoder step is written: ``"auto"`` (default: ``"fused"`` where the
+                       architecture allows, else ``"traced"``), ``"fused"`` (onnxruntime's fused ops written
+                       from the weights, :mod:`acceleron_ort.decoder_graph`; an error where unsupported) or
+                       ``"traced"`` (``torch.onnx.export``, as every other graph)
 ``graph_optimization`` session graph optimisation: ``"disable"``, ``"basic"``, ``"extended"``, ``"all"``
 ``session_options``    dict: ``onnxruntime.SessionOptions`` attributes, or config entries (keys with a dot)
 ``provider``           an execution provider name that overrides the one ``device`` implies
 ``provider_options``   dict passed to the execution provider
 =====================  ===========================================================================
 
-``dtype``, ``exporter``, ``opset``, ``attention`` and ``optimize`` change the exported file, so they key
-the export cache (:attr:`OrtOptions.artifact_fields`).
+``dtype``, ``exporter``, ``opset``, ``attention``, ``optimize`` and ``decoder`` change the exported file, so
+they key the export cache (:attr:`OrtOptions.artifact_fields`). A fused decoder is not traced, so
+``exporter``, ``opset``, ``attention`` and ``optimize`` do not apply to it.
 
 Why eager attention by default: ONNX Runtime has no fused kernel for the decomposed SDPA the exporter
 writes, and the eager pattern ran faster on every model measured (AMD EPYC Zen 4, 2 threads, float32):
@@ -36,6 +41,7 @@ from acceleron.errors import InvalidOptionError
 
 EXPORTERS = ("torchscript", "dynamo")
 ATTENTION = ("eager", "model")
+DECODERS = ("auto", "fused", "traced")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -45,6 +51,7 @@ class OrtOptions(Options):
     opset: int | None = None
     attention: str = "eager"
     optimize: bool = False
+    decoder: str = "auto"
     graph_optimization: str = "all"
     session_options: Mapping[str, Any] = field(default_factory=dict)
     provider: str | None = None
@@ -52,12 +59,19 @@ class OrtOptions(Options):
     #: Hand the CPU arena's unused memory back after each run (see :class:`acceleron_ort.session.OrtSession`).
     arena_shrinkage: bool = True
 
-    artifact_fields: ClassVar[frozenset[str]] = Options.artifact_fields | {"exporter", "opset", "attention", "optimize"}
+    artifact_fields: ClassVar[frozenset[str]] = Options.artifact_fields | {
+        "exporter",
+        "opset",
+        "attention",
+        "optimize",
+        "decoder",
+    }
 
     def __post_init__(self) -> None:
         for name, choices in (
             ("exporter", EXPORTERS),
             ("attention", ATTENTION),
+            ("decoder", DECODERS),
             ("graph_optimization", GRAPH_OPTIMIZATION_LEVELS),
         ):
             value = str(getattr(self, name)).strip().lower()

@@ -193,8 +193,10 @@ class OrtSession(Session):
         """On the CPU, a generation's cache stays in onnxruntime between steps (:mod:`acceleron_ort.decode`)."""
         if self.provider != CPU or not all(name in self.input_types for name in layout.past_names):
             return None
-        from acceleron_ort.decode import BoundDecode
+        from acceleron_ort.decode import BoundDecode, SharedBufferDecode
 
+        if self.metadata.get("decoder") == "fused":  # GroupQueryAttention appends in place
+            return SharedBufferDecode(self, layout, batch_size)
         return BoundDecode(self, layout, batch_size)
 
     def _run_options_for(self, values: Iterable[torch.Tensor]) -> ort.RunOptions | None:

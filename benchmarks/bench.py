@@ -23,8 +23,9 @@ The reference is the stock ``transformers.pipeline`` on eager PyTorch float32 (r
 SmolLM2-135M-Instruct (``--tiny``: a tiny random Llama). The reference is the stock transformers
 model's ``generate()`` on eager PyTorch float32; every other variant is
 ``acceleron.pipeline("text-generation", accelerator=..., dtype=...)`` and its model's ``generate()``.
-Per variant it measures, greedy, with ``--new-tokens`` new tokens forced (``min_new_tokens`` equal
-to ``max_new_tokens``, so every run generates the same count) on chat-formatted prompts:
+Per variant it measures, greedy, with ``--new-tokens`` new tokens forced (the end-of-sequence tokens
+ruled out by a logits processor, as ``min_new_tokens`` equal to ``max_new_tokens`` would, and as the
+anchors do, so every run generates the same count) on chat-formatted prompts:
 
 * decode time per step (the first token excluded; at batch 1 that is ms per token), as wall time
   (``time.perf_counter``) and as CPU time of the variant's process (``time.process_time``: all its
@@ -619,6 +620,18 @@ def _prefill_prompt(tokenizer: Any, count: int) -> dict[str, Any]:
 def _hf_generate(model: Any, inputs: dict[str, Any], new_tokens: int, pad_token_id: int) -> _Run:
     """Greedy ``generate()`` of exactly ``new_tokens`` tokens, timed token by token with a streamer."""
     import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    end = model.generation_config.eos_token_id
+    end_ids = torch.tensor([] if end is None else [end] if isinstance(end, int) else list(end), dtype=torch.long)
+
+    class NoEndYet(LogitsProcessor):
+        """Rules out the end-of-sequence tokens, as the anchors do (``min_new_tokens`` without its cost:
+        transformers' processor for it rebuilds a vocabulary-wide mask every step, 0.25 ms here)."""
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            scores[:, end_ids] = -float("inf")
+            return scores
 
     with torch.inference_mode():
         clock = _TokenClock()
@@ -626,7 +639,7 @@ def _hf_generate(model: Any, inputs: dict[str, Any], new_tokens: int, pad_token_
             **inputs,
             do_sample=False,
             max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
+            logits_processor=LogitsProcessorList([NoEndYet()]),
             pad_token_id=pad_token_id,
             streamer=clock,
         )

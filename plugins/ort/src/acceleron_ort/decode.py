@@ -86,8 +86,14 @@ class SharedBufferDecode(DecodeState):
         super().__init__(layout, batch_size)
         self._session = session
         self._dtype = np.float32
+        self._vocabulary = _vocabulary(session)
         self._arrays: dict[str, np.ndarray] = {}
         self._values: dict[str, ort.OrtValue] = {}
+        #: The binding of the buffers, kept from step to step (each step rebinds only ids, mask,
+        #: positions and logits); None after the buffers changed.
+        self._binding: Any = None
+        #: The logits of the last step shape, bound as an output (the decode steps all share one).
+        self._logits: tuple[np.ndarray, ort.OrtValue] | None = None
         self._allocate(INITIAL_CAPACITY)
 
     @property
@@ -107,22 +113,29 @@ class SharedBufferDecode(DecodeState):
             arrays[name] = array
         self._arrays = arrays
         self._values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in arrays.items()}
+        self._binding = None
 
     def step(self, inputs: Mapping[str, torch.Tensor], keep: int) -> torch.Tensor:
         new = int(inputs["input_ids"].shape[1])
         if self.length + new > self.capacity:
             self._allocate(max(2 * self.capacity, self.length + new))
         session = self._session
-        binding = session.session.io_binding()
+        binding = self._binding
+        if binding is None:
+            binding = self._binding = session.session.io_binding()
+            for past, present in zip(self.layout.past_names, self.layout.present_names):
+                binding.bind_ortvalue_input(past, self._values[past])
+                binding.bind_ortvalue_output(present, self._values[past])
         arrays = _bind_step_inputs(binding, session, inputs)  # noqa: F841 - alive until the run is over
-        binding.bind_output("logits", "cpu")
-        for past, present in zip(self.layout.past_names, self.layout.present_names):
-            binding.bind_ortvalue_input(past, self._values[past])
-            binding.bind_ortvalue_output(present, self._values[past])
+        shape = (self.batch_size, new, self._vocabulary)
+        if self._logits is None or self._logits[0].shape != shape:
+            logits = np.empty(shape, dtype=np.float32)
+            self._logits = (logits, ort.OrtValue.ortvalue_from_numpy(logits))
+        binding.bind_ortvalue_output("logits", self._logits[1])
         session.session.run_with_iobinding(binding)
         self.length += new
-        outputs = dict(zip(session.output_names, binding.get_outputs()))
-        return _kept_logits(outputs["logits"], keep)
+        kept = self._logits[0][:, -keep:] if 0 < keep < new else self._logits[0]
+        return torch.from_numpy(kept.copy())  # a copy: the next step writes over the buffer
 
     def read(self) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(array[:, :, : self.length].copy()) for name, array in self._arrays.items()}
@@ -149,8 +162,18 @@ class SharedBufferDecode(DecodeState):
         self.length = max(0, min(length, self.length))
 
     def close(self) -> None:
+        self._binding = None
+        self._logits = None
         self._values = {}
         self._arrays = {}
+
+
+def _vocabulary(session: OrtSession) -> int:
+    """The logits' last dimension, as the graph declares it (a fused decoder always declares it)."""
+    shape = next(node.shape for node in session.session.get_outputs() if node.name == "logits")
+    if not isinstance(shape[-1], int):
+        raise ValueError("a shared-buffer decoder needs the vocabulary size in the graph's logits shape")
+    return int(shape[-1])
 
 
 def _bind_step_inputs(binding: Any, session: OrtSession, inputs: Mapping[str, torch.Tensor]) -> list[np.ndarray]:

@@ -64,10 +64,10 @@ def unsupported_reason(model: Any) -> str | None:
         return "no rotary embedding module"
     if rope == "dynamic" or "dynamic" in str(rope):
         return f"rope type {rope!r} (its tables depend on the sequence length)"
-    window = getattr(config, "sliding_window", None)
-    if window and getattr(config, "use_sliding_window", True):
-        if int(window) < int(getattr(config, "max_position_embeddings", 0) or 0):
-            return f"a sliding attention window of {window}"
+    window = getattr(config, "sliding_window", None) or 0
+    sliding = bool(window) and getattr(config, "use_sliding_window", True)
+    if sliding and int(window) < int(getattr(config, "max_position_embeddings", 0) or 0):
+        return f"a sliding attention window of {window}"
     layer = body.layers[0]
     if getattr(layer.self_attn.o_proj, "bias", None) is not None:
         return "a biased attention output projection"

@@ -156,7 +156,9 @@ def test_graph_takes_the_past_and_returns_the_present(backend: Any, exported: An
     assert graph_inputs[:2] == ["input_ids", "attention_mask"]
     assert set(layout.past_names) <= set(graph_inputs)
     assert graph_outputs == layout.output_names
-    assert list(session.input_names) == graph_inputs
+    # The core sees the flat protocol; a fused decoder's logits_to_keep is the session's own business.
+    assert list(session.input_names) == [name for name in graph_inputs if name != "logits_to_keep"]
+    assert ("logits_to_keep" in graph_inputs) == (decoder == "auto" and family != "gpt2")
     assert list(session.output_names) == layout.output_names
 
 
@@ -233,7 +235,7 @@ def test_llama_family_decoders_are_written_with_fused_ops(backend: Any, exported
     assert counts["RotaryEmbedding"] == 2 * layers
     assert counts["SkipSimplifiedLayerNormalization"] == 2 * layers
     assert counts["MatMul"] == 4 * layers + 1  # packed q/k/v, o, packed gate/up, down; the LM head
-    assert _session(backend, fused).metadata.get("decoder") == "fused"
+    assert _session(backend, fused).describe()["decoder"] == "fused"
     traced = _op_counts(exported(family, decoder="traced")[1]) if family == "llama" else None
     if traced is not None:
         assert "GroupQueryAttention" not in traced
@@ -491,3 +493,22 @@ def test_fused_decoder_appends_in_one_growing_buffer(tmp_path: Path, monkeypatch
     assert past["past_key_values.0.key"].shape[2] == state.length
     state.write(past)  # a round trip keeps the cache
     assert torch.equal(cache.to_flat()["past_key_values.1.value"], past["past_key_values.1.value"])
+
+
+def test_fused_decoder_computes_the_kept_positions_logits_only(backend: Any, exported: Any) -> None:
+    """``logits_to_keep``: hidden from the core (the flat path gets every position), fed by the decode state."""
+    from acceleron_ort.artifacts import KEEP_INPUT
+
+    model, path = exported("llama")
+    session = _session(backend, path)
+    assert session.keeps_logits and KEEP_INPUT not in session.input_names
+    layout = kv_cache.CacheLayout.from_config(model.config)
+    ids, mask = _prompts(2)
+    step = {"input_ids": ids, "attention_mask": mask, "position_ids": kv_cache.position_ids_for(mask, ids.shape[1])}
+    every = session._forward({**step, **layout.empty_past(2)})["logits"]
+    assert every.shape[1] == ids.shape[1]
+    last = session.start_decoding(layout, 2).step(step, keep=1)
+    assert last.shape == (2, 1, every.shape[-1])
+    assert torch.allclose(last, every[:, -1:], atol=1e-5)
+    three = session.start_decoding(layout, 2).step(step, keep=3)
+    assert torch.allclose(three, every[:, -3:], atol=1e-5)

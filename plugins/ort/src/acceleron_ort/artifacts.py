@@ -20,6 +20,9 @@ DEFAULT_FILE_NAME = "model.onnx"
 SUBFOLDER = "onnx"
 #: Prefix of the ``metadata_props`` acceleron writes (dtype, exporter, ...): read at load without parsing the graph.
 METADATA_PREFIX = "acceleron."
+#: A fused decoder's input that keeps only the last positions' logits (0: all of them); beyond the
+#: flat protocol, so the session feeds it and the core never sees it (:mod:`acceleron_ort.decoder_graph`).
+KEEP_INPUT = "logits_to_keep"
 
 
 def onnx_files(folder: Path) -> list[Path]:

@@ -23,6 +23,7 @@ import onnxruntime as ort
 import torch
 
 from acceleron.decoding import DecodeState
+from acceleron_ort.artifacts import KEEP_INPUT
 
 #: Positions a shared cache buffer holds at first (it doubles when a step needs more).
 INITIAL_CAPACITY = 256
@@ -87,6 +88,7 @@ class SharedBufferDecode(DecodeState):
         self._session = session
         self._dtype = np.float32
         self._vocabulary = _vocabulary(session)
+        self._keeps = session.keeps_logits
         self._arrays: dict[str, np.ndarray] = {}
         self._values: dict[str, ort.OrtValue] = {}
         #: The binding of the buffers, kept from step to step (each step rebinds only ids, mask,
@@ -126,16 +128,20 @@ class SharedBufferDecode(DecodeState):
             for past, present in zip(self.layout.past_names, self.layout.present_names):
                 binding.bind_ortvalue_input(past, self._values[past])
                 binding.bind_ortvalue_output(present, self._values[past])
-        arrays = _bind_step_inputs(binding, session, inputs)  # noqa: F841 - alive until the run is over
-        shape = (self.batch_size, new, self._vocabulary)
+        arrays = _bind_step_inputs(binding, session, inputs)  # alive until the run is over
+        kept = keep if 0 < keep < new else new
+        if self._keeps:  # the LM head runs on the kept positions only
+            arrays.append(np.array(kept, dtype=np.int64))
+            binding.bind_cpu_input(KEEP_INPUT, arrays[-1])
+        shape = (self.batch_size, kept if self._keeps else new, self._vocabulary)
         if self._logits is None or self._logits[0].shape != shape:
             logits = np.empty(shape, dtype=np.float32)
             self._logits = (logits, ort.OrtValue.ortvalue_from_numpy(logits))
         binding.bind_ortvalue_output("logits", self._logits[1])
         session.session.run_with_iobinding(binding)
         self.length += new
-        kept = self._logits[0][:, -keep:] if 0 < keep < new else self._logits[0]
-        return torch.from_numpy(kept.copy())  # a copy: the next step writes over the buffer
+        logits = self._logits[0][:, -kept:]
+        return torch.from_numpy(logits.copy())  # a copy: the next step writes over the buffer
 
     def read(self) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(array[:, :, : self.length].copy()) for name, array in self._arrays.items()}

@@ -12,7 +12,9 @@ ops instead, about 15 nodes a layer:
 * ``RotaryEmbedding`` on q and k, with the model's own cos/sin tables (rope scaling included) and
   the step's ``position_ids``;
 * ``GroupQueryAttention`` over past and new keys and values, the causal mask in the kernel and the
-  padding mask as an attention bias.
+  padding mask as an attention bias;
+* the LM head on the last ``logits_to_keep`` positions only (an input beyond the flat protocol: 0
+  keeps all; the session feeds it, the core never sees it).
 
 The graph keeps the flat protocol of :mod:`acceleron.kv_cache` exactly (the same inputs, outputs
 and cache layout as the traced export), so the core validates it against PyTorch like any other
@@ -31,6 +33,8 @@ import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
+
+from acceleron_ort.artifacts import KEEP_INPUT
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +89,8 @@ class _Graph:
         self.initializers: list[onnx.TensorProto] = []
 
     def weight(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        # np.require, not np.ascontiguousarray: that one turns a scalar into shape (1,)
+        self.initializers.append(numpy_helper.from_array(np.require(array, requirements="C"), name))
         return name
 
     def node(self, op: str, inputs: list[str], outputs: list[str], name: str, domain: str = "", **attrs: Any) -> None:
@@ -208,6 +213,23 @@ def _mlp(g: _Graph, i: int, mlp: Any, h: str) -> str:
     return p + "down"
 
 
+def _keep_last(g: _Graph, source: str, target: str) -> None:
+    """``target``: the last :data:`KEEP_INPUT` positions of ``source`` (all of them when it is 0).
+
+    ``logits_to_keep`` is an int64 scalar input beyond the flat protocol. The session feeds 0 on the
+    flat path (validation, ``_forward``) and hides it from the core; a generation's state feeds the
+    positions ``generate()`` keeps (1), so the LM head runs on the last position only.
+    """
+    g.weight("zero_i64", np.array(0, dtype=np.int64))
+    g.weight("keep_end", np.array([np.iinfo(np.int64).max], dtype=np.int64))
+    g.node("Greater", [KEEP_INPUT, "zero_i64"], ["keep_some"], "keep_some")
+    g.node("Squeeze", ["new_1d"], ["new_scalar"], "new_scalar")
+    g.node("Where", ["keep_some", KEEP_INPUT, "new_scalar"], ["kept"], "kept")
+    g.node("Neg", ["kept"], ["kept_neg"], "kept_neg")
+    g.node("Unsqueeze", ["kept_neg", "axis0"], ["keep_start"], "keep_start")
+    g.node("Slice", [source, "keep_start", "keep_end", "axis1"], [target], "keep_last")
+
+
 def _skip_norm(g: _Graph, source: str, residual: str, weight: str, target: str, sum_name: str, eps: float) -> None:
     """``target`` = RMSNorm(``source`` + ``residual``) * ``weight``; the sum is kept as ``sum_name``."""
     g.node(
@@ -257,7 +279,8 @@ def build(model: Any, path: Path) -> Path:
         residual = p + "residual2"
         stream = _mlp(g, i, layer.mlp, p + "h")
     _skip_norm(g, stream, residual, g.weight("norm", _array(body.norm.weight)), "final", "", eps)
-    g.node("MatMul", ["final", g.weight("lm_head", _array(model.lm_head.weight.T))], ["logits"], "lm_head")
+    _keep_last(g, "final", "final_kept")
+    g.node("MatMul", ["final_kept", g.weight("lm_head", _array(model.lm_head.weight.T))], ["logits"], "lm_head")
 
     batch, new, total, past = "batch", "sequence", "total_sequence", "past_sequence"
     inputs = [
@@ -268,10 +291,11 @@ def build(model: Any, path: Path) -> Path:
             helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, kv_heads, past, head_dim])
             for name in layout.past_names
         ),
+        helper.make_tensor_value_info(KEEP_INPUT, TensorProto.INT64, []),
     ]
     # The presents' length is their own symbol: with past and present bound to one buffer it is the buffer's.
     outputs = [
-        helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, new, int(config.vocab_size)]),
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, "kept", int(config.vocab_size)]),
         *(
             helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, kv_heads, "present_sequence", head_dim])
             for name in layout.present_names

@@ -19,7 +19,7 @@ import torch
 
 from acceleron.backend import Session
 from acceleron.errors import AcceleronError, BackendUnavailableError, InvalidOptionError
-from acceleron_ort.artifacts import METADATA_PREFIX
+from acceleron_ort.artifacts import KEEP_INPUT, METADATA_PREFIX
 
 if TYPE_CHECKING:
     from acceleron.decoding import DecodeState
@@ -116,7 +116,11 @@ class OrtSession(Session):
         self, session: ort.InferenceSession, path: Path, options: OrtOptions, output_names: Sequence[str]
     ) -> None:
         inputs = session.get_inputs()
-        super().__init__(input_names=[node.name for node in inputs], output_names=output_names, options=options)
+        #: A fused decoder's ``logits_to_keep``: fed here (0, every position) and by its decode state
+        #: (the positions ``generate()`` keeps), never asked of the core.
+        self.keeps_logits = any(node.name == KEEP_INPUT for node in inputs)
+        names = [node.name for node in inputs if node.name != KEEP_INPUT]
+        super().__init__(input_names=names, output_names=output_names, options=options)
         self.session = session
         self.path = path
         self.options: OrtOptions = options
@@ -182,6 +186,8 @@ class OrtSession(Session):
                 )
             wanted = self.input_types[name]
             feeds[name] = value if wanted is None else value.to(wanted)  # no copy when it already is
+        if self.keeps_logits:
+            feeds[KEEP_INPUT] = torch.tensor(0, dtype=torch.long)
         if self.io_binding:
             results = self._run_bound(feeds)
         else:
@@ -239,6 +245,7 @@ class OrtSession(Session):
             "graph_optimization": self.options.graph_optimization,
             "exporter": self.metadata.get("exporter"),
             "fused": self.metadata.get("fused") or None,
+            "decoder": self.metadata.get("decoder") or None,
         }
 
 

@@ -512,3 +512,18 @@ def test_fused_decoder_computes_the_kept_positions_logits_only(backend: Any, exp
     assert torch.allclose(last, every[:, -1:], atol=1e-5)
     three = session.start_decoding(layout, 2).step(step, keep=3)
     assert torch.allclose(three, every[:, -3:], atol=1e-5)
+
+
+def test_fused_decoder_refuses_positions_past_the_models_context(tmp_path: Path) -> None:
+    """The rotary tables stop at max_position_embeddings: past them, a clear error instead of garbage."""
+    import acceleron
+    from acceleron.errors import InferenceError
+    from acceleron.testing import tiny_causal_lm
+
+    folder = tiny_causal_lm("llama", tmp_path / "llama")
+    model = acceleron.pipeline("text-generation", model=str(folder), accelerator="ort").model
+    limit = model.config.max_position_embeddings
+    ids = torch.randint(5, 50, (1, limit - 2))
+    assert model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False).shape[1] == limit
+    with pytest.raises(InferenceError, match=rf"at most {limit} positions.*position_ids value {limit}"):
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)

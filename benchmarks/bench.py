@@ -622,8 +622,7 @@ def _hf_generate(model: Any, inputs: dict[str, Any], new_tokens: int, pad_token_
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    end = model.generation_config.eos_token_id
-    end_ids = torch.tensor([] if end is None else [end] if isinstance(end, int) else list(end), dtype=torch.long)
+    end_ids = torch.tensor(_id_list(model.generation_config.eos_token_id), dtype=torch.long)
 
     class NoEndYet(LogitsProcessor):
         """Rules out the end-of-sequence tokens, as the anchors do (``min_new_tokens`` without its cost:
@@ -713,7 +712,11 @@ def _end_ids(folder: Path) -> list[int]:
     """The generation config's end-of-sequence ids: what ``min_new_tokens`` rules out until the count is reached."""
     import transformers
 
-    end = transformers.GenerationConfig.from_pretrained(str(folder)).eos_token_id
+    return _id_list(transformers.GenerationConfig.from_pretrained(str(folder)).eos_token_id)
+
+
+def _id_list(end: Any) -> list[int]:
+    """A generation config's ``eos_token_id`` (None, one id or several) as a list."""
     return [] if end is None else [end] if isinstance(end, int) else list(end)
 
 
